@@ -1,0 +1,1 @@
+"""The offline pipeline behind ``streammix-build``: stages, worker processes, resumable runs."""

@@ -1,0 +1,1 @@
+"""Composer glue: the online-mixing callback, per-domain losses, logging."""

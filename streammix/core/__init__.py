@@ -1,0 +1,1 @@
+"""Pure numpy + numba kernels of the streammix order (no torch, streaming or composer)."""

@@ -1,0 +1,1 @@
+"""StreamMixDataset (mosaicml-streaming + torch) and the weight channel to DataLoader workers."""

@@ -1,0 +1,1 @@
+"""Per-sample metadata as pure functions on text and arrays (no torch, streaming or composer)."""
