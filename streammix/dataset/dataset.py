@@ -1,0 +1,449 @@
+"""StreamMixDataset: upstream's StreamingDataset, serving the streammix global order.
+
+Construction is upstream's, untouched (every argument is forwarded through ``**kwargs``);
+``local``/``remote`` name a streammix build (``streammix-build --out``) and become one
+upstream ``Stream`` per domain. On top, the dataset holds a ``streammix.core.GlobalOrder``:
+a pure function from global position ``t`` to ``(domain, sample in domain)``.
+
+Iteration (one DataLoader worker of one rank):
+
+1. upstream's shared epoch counter and resume slot give ``(epoch, sample_in_epoch)``;
+   the first global batch is ``(epoch * epoch_size + sample_in_epoch) / G``.
+2. the worker produces global batches ``first + worker, first + worker + K, ...`` (PyTorch
+   hands batch ``j`` of an iterator to worker ``j mod K``), each the rank's contiguous
+   ``G / W`` slice of the global batch.
+3. before planning batch ``b`` it makes sure the weights for ``b`` are final (weight channel;
+   static mixing never waits), plans batches ahead up to ``predownload`` samples and hands
+   their shards to a background thread that downloads them (upstream's ``prepare_shard``,
+   so caching, eviction under ``cache_limit`` and hash validation are upstream's).
+
+Because the order is a function of ``(seed, layout, schedule, position)`` only, any number of
+ranks and workers with the same global batch size read the same global batches, and
+``state_dict`` needs only the position and the schedule to resume exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from streaming import StreamingDataset
+from streaming.base.world import World
+
+from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
+from streammix.core.partition import device_batch_span, worker_batches
+from streammix.core.schedule import Schedule
+from streammix.dataset.channel import WeightChannel
+from streammix.dataset.config import MixingConfig
+from streammix.dataset.sources import DomainSources, resolve_sources
+
+STATE_VERSION = 1
+
+
+class StreamMixDataset(StreamingDataset):
+    """A drop-in ``streaming.StreamingDataset`` whose order is streammix's.
+
+    Args:
+        mixing: how samples are ordered (weights, SampleMix counts, schedule, seed, ...).
+        **kwargs: upstream ``StreamingDataset`` arguments. ``local`` (and optionally
+            ``remote``) point at a streammix build; alternatively ``streams`` gives one
+            ``Stream`` per domain directory. ``batch_size`` (per device) is required.
+    """
+
+    def __init__(self, *, mixing: MixingConfig | None = None, **kwargs: Any) -> None:
+        self.mixing = mixing if mixing is not None else MixingConfig()
+        if kwargs.get("batch_size") is None:
+            raise ValueError("StreamMixDataset needs batch_size (samples per device per batch)")
+        sources = resolve_sources(
+            local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
+            streams=kwargs.pop("streams", None), split=self.mixing.split,
+            domains=self.mixing.domains,
+        )
+        self._streammix_epoch_size_given = kwargs.get("epoch_size") is not None
+        super().__init__(streams=list(sources.streams), **kwargs)
+        sources.verify_sidecars()  # after upstream fetched each index.json
+        self.domain_names = sources.names
+        self._sources = sources
+        self._init_order(sources)
+
+    # ------------------------------------------------------------------ construction
+
+    def _init_order(self, sources: DomainSources) -> None:
+        mixing = self.mixing
+        world = self._parallel_rank_world
+        self.global_batch_size = mixing.global_batch_size or self.batch_size * world.num_ranks
+        if self.global_batch_size % world.num_ranks:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not divisible by the "
+                f"{world.num_ranks} ranks"
+            )
+        if self.global_batch_size // world.num_ranks != self.batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} per device does not match global_batch_size "
+                f"{self.global_batch_size} over {world.num_ranks} ranks "
+                f"(expected {self.global_batch_size // world.num_ranks})"
+            )
+        self.order_seed = mixing.seed if mixing.seed is not None else int(self.shuffle_seed)
+        counts = sources.load_sample_counts(mixing.sample_counts)
+        layouts = []
+        for d, name in enumerate(self.domain_names):
+            begin = int(self.shard_offset_per_stream[d])
+            end = begin + int(self.shards_per_stream[d])
+            layouts.append(DomainLayout(
+                shard_sizes=tuple(int(x) for x in self.samples_per_shard[begin:end]),
+                repeat_counts=None if counts is None else counts[name],
+            ))
+        pass_sizes = np.array([layout.pass_size for layout in layouts], dtype=np.int64)
+        for name, size in zip(self.domain_names, pass_sizes):
+            if size <= 0:
+                raise ValueError(f"domain {name!r} has no samples to draw (pass size 0)")
+        self.initial_weights = self._weights_vector(mixing.domain_weights, pass_sizes,
+                                                    "domain_weights")
+        self._static_updates = tuple(
+            (int(start), self._weights_vector(w, pass_sizes, f"schedule at batch {start}"))
+            for start, w in mixing.schedule
+        )
+        epoch_size = int(self.epoch_size) if self._user_epoch_size else int(pass_sizes.sum())
+        self.epoch_size = (epoch_size // self.global_batch_size) * self.global_batch_size
+        if self.epoch_size == 0:
+            raise ValueError(
+                f"epoch of {epoch_size} samples is smaller than one global batch "
+                f"({self.global_batch_size})"
+            )
+        self.length = self.epoch_size // world.num_ranks
+        self.order_config = OrderConfig(seed=self.order_seed, window_shards=mixing.window_shards,
+                                        interleave=mixing.interleave)
+        self.layouts = tuple(layouts)
+        self.fingerprint = self._compute_fingerprint(sources, counts)
+        self._published: tuple[tuple[int, tuple[float, ...]], ...] = ()
+        self._horizon = 0
+        self.channel: WeightChannel | None = None
+        if mixing.weight_updates != "static":
+            self.channel = WeightChannel.create()
+        self._schedule_cache: tuple[tuple, Schedule] | None = None
+
+    @property
+    def _user_epoch_size(self) -> bool:
+        # upstream sets epoch_size from the streams when the user gave none
+        return getattr(self, "_streammix_epoch_size_given", False)
+
+    def _weights_vector(self, weights: Mapping[str, float] | None, pass_sizes: np.ndarray,
+                        what: str) -> tuple[float, ...]:
+        if weights is None:
+            vector = pass_sizes.astype(np.float64)
+        else:
+            unknown = sorted(set(weights) - set(self.domain_names))
+            if unknown:
+                raise ValueError(f"{what} name unknown domains {unknown}; "
+                                 f"the dataset has {list(self.domain_names)}")
+            vector = np.array([float(weights.get(n, 0.0)) for n in self.domain_names])
+        return _normalized(vector, what, self.domain_names)
+
+    def _compute_fingerprint(self, sources: DomainSources,
+                             counts: Mapping[str, np.ndarray] | None) -> str:
+        digest = hashlib.sha256()
+        layout = {
+            "domains": list(self.domain_names),
+            "index_sha256": list(sources.index_fingerprints),
+            "shard_sizes": [list(layout.shard_sizes) for layout in self.layouts],
+            "window_shards": self.mixing.window_shards,
+            "interleave": self.mixing.interleave,
+            "epoch_size": self.epoch_size,
+        }
+        digest.update(json.dumps(layout, sort_keys=True).encode())
+        if counts is not None:
+            for name in self.domain_names:
+                digest.update(np.ascontiguousarray(counts[name], dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------ schedule
+
+    def _all_updates(self, published: Sequence[tuple[int, tuple[float, ...]]]) -> list:
+        merged: dict[int, tuple[float, ...]] = {0: self.initial_weights}
+        for start, weights in self._static_updates:
+            merged[start] = weights
+        for start, weights in published:
+            merged[start] = weights
+        return sorted(merged.items())
+
+    def schedule_for(self, published: Sequence[tuple[int, tuple[float, ...]]]) -> Schedule:
+        """The schedule (positions, weights, cursors) after the given published updates."""
+        updates = tuple(self._all_updates(published))
+        cached = self._schedule_cache
+        if cached is not None and cached[0] == updates:
+            return cached[1]
+        G = self.global_batch_size
+        kind = self.mixing.interleave
+        if cached is not None and updates[: len(cached[0])] == cached[0]:
+            schedule, done = cached[1], len(cached[0])
+        else:
+            schedule, done = Schedule.initial(updates[0][1]), 1
+        for start, weights in updates[done:]:
+            schedule = schedule.append(start * G, weights, interleave=kind, seed=self.order_seed)
+        self._schedule_cache = (updates, schedule)
+        return schedule
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.schedule_for(self._published)
+
+    # ------------------------------------------------------------------ weight channel
+
+    def weight_start_for(self, next_batch: int) -> int:
+        """The first batch that weights decided before ``next_batch`` can apply to."""
+        lag = self.mixing.lag_batches if self.mixing.weight_updates == "lagged" else 0
+        return next_batch + lag
+
+    def publish(self, start_batch: int, weights: Mapping[str, float] | Sequence[float], *,
+                final_until: int | None = None) -> None:
+        """Apply ``weights`` from global batch ``start_batch`` on (main process only).
+
+        ``final_until`` (default ``start_batch``) promises that no weights will change
+        before that batch, so workers may produce batches up to it without waiting.
+        """
+        if self.channel is None:
+            raise RuntimeError(
+                "this StreamMixDataset has static weights; create it with "
+                "MixingConfig(weight_updates='exact' or 'lagged') to publish weights online"
+            )
+        if isinstance(weights, Mapping):
+            vector = self._weights_vector(weights, np.zeros(len(self.domain_names)), "weights")
+        else:
+            vector = _normalized(np.asarray(weights, dtype=np.float64), "weights",
+                                 self.domain_names)
+        horizon = max(self._horizon, start_batch if final_until is None else final_until)
+        self.channel.publish(start_batch, vector, horizon=horizon)
+        self._published = self.channel.state().updates
+        self._horizon = horizon
+
+    def commit(self, final_until: int) -> None:
+        """Promise that the weights of every batch below ``final_until`` are final."""
+        if self.channel is None:
+            raise RuntimeError("this StreamMixDataset has static weights; nothing to commit")
+        self.channel.commit(final_until)
+        self._horizon = max(self._horizon, final_until)
+
+    @property
+    def published_updates(self) -> tuple[tuple[int, tuple[float, ...]], ...]:
+        return self._published
+
+    def held_out_samples(self, per_domain: int) -> dict[str, list[dict[str, Any]]]:
+        """The first ``per_domain`` samples of each domain's held-out (``-val``) split."""
+        val_dirs = self._sources.val_dirs
+        if val_dirs is None:
+            raise ValueError("this dataset was made from streams=[...], which have no held-out "
+                             "split: pass val_data= to OnlineMixing")
+        missing = [n for n, (lo, _) in zip(self.domain_names, val_dirs) if lo is None]
+        if missing:
+            raise ValueError(f"domains {missing} have no held-out split in the build; rebuild "
+                             "with streammix-build --val-fraction or --val-samples")
+        held_out = {}
+        for d, (name, (local, remote)) in enumerate(zip(self.domain_names, val_dirs)):
+            split = StreamingDataset(local=local, remote=remote, batch_size=1)
+            count = min(per_domain, split.num_samples)
+            held_out[name] = [dict(split[i], domain=d) for i in range(count)]
+        return held_out
+
+    # ------------------------------------------------------------------ resume
+
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        obj = super().state_dict(num_samples, from_beginning)
+        # upstream reports epoch -1 before the first iteration; the samples count from epoch 0
+        obj["epoch"] = max(int(obj["epoch"]), 0)
+        position = obj["epoch"] * self.epoch_size + obj["sample_in_epoch"]
+        obj["streammix"] = {
+            "version": STATE_VERSION,
+            "seed": self.order_seed,
+            "fingerprint": self.fingerprint,
+            "global_batch_size": self.global_batch_size,
+            "epoch_size": self.epoch_size,
+            "position": int(position),
+            "updates": [[s, list(w)] for s, w in self._published],
+            "horizon": int(self._horizon),
+        }
+        return obj
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        if int(self.next_epoch) > 0:
+            raise RuntimeError(
+                "load_state_dict was called after iteration started; load the checkpoint "
+                "before the DataLoader is first iterated (a fresh dataset instance)"
+            )
+        mine = obj.get("streammix")
+        if mine is None:
+            raise ValueError("this state was not written by StreamMixDataset (no 'streammix' key)")
+        if mine.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported StreamMixDataset state version {mine.get('version')}")
+        for key, current in (("seed", self.order_seed), ("fingerprint", self.fingerprint),
+                             ("global_batch_size", self.global_batch_size),
+                             ("epoch_size", self.epoch_size)):
+            if mine[key] != current:
+                raise ValueError(
+                    f"cannot resume: the checkpoint's {key} ({mine[key]!r}) differs from this "
+                    f"dataset's ({current!r}); the data, mixing configuration or seed changed"
+                )
+        if obj["sample_in_epoch"] % self.global_batch_size:
+            raise ValueError(
+                f"cannot resume at sample {obj['sample_in_epoch']}: not a multiple of the global "
+                f"batch size {self.global_batch_size}"
+            )
+        published = tuple((int(s), tuple(float(x) for x in w)) for s, w in mine["updates"])
+        if published and self.channel is None:
+            raise ValueError("the checkpoint has online weight updates but this dataset is static")
+        self._published = published
+        self._horizon = int(mine["horizon"])
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = WeightChannel.create(horizon=self._horizon, updates=published)
+        upstream = {k: v for k, v in obj.items() if k != "streammix"}
+        super().load_state_dict(upstream)
+
+    # ------------------------------------------------------------------ iteration
+
+    def _final_updates(self, batch: int) -> tuple:
+        """Published updates once the weights of ``batch`` are final (waits if needed)."""
+        if self.channel is None:
+            return ()
+        state = self.channel.wait_until_final(batch, timeout_s=self.mixing.publish_timeout_s)
+        return state.updates
+
+    def _known_updates(self, batch: int) -> tuple | None:
+        """Published updates if ``batch`` is already final, else None (never waits)."""
+        if self.channel is None:
+            return ()
+        state = self.channel.state()
+        if state.horizon <= batch:
+            state = self.channel.read()
+        return state.updates if state.horizon > batch else None
+
+    def plan_batch(self, order: GlobalOrder, batch: int, world: World
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Global sample ids and domain ids of this rank's slice of global batch ``batch``."""
+        start, stop = device_batch_span(batch=batch, rank=world.rank,
+                                        world_size=world.num_ranks,
+                                        global_batch_size=self.global_batch_size)
+        domains, local = order.samples(start, stop)
+        ids = self.sample_offset_per_stream[domains] + local
+        return ids.astype(np.int64), domains
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if hasattr(self, "_prefetcher"):
+            self._prefetcher.stop()
+        self._unique_worker_world = self._unique_rank_world.detect_workers()
+        self._parallel_worker_world = self._parallel_rank_world.detect_workers()
+        epoch, sample_in_epoch = self._resume_incr_epoch()
+        world = self._parallel_worker_world
+        if sample_in_epoch % self.global_batch_size:
+            raise ValueError(f"cannot start at sample {sample_in_epoch} of the epoch: not a "
+                             f"multiple of the global batch size {self.global_batch_size}")
+        G = self.global_batch_size
+        first = (epoch * self.epoch_size + sample_in_epoch) // G
+        end = (epoch + 1) * self.epoch_size // G
+        batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
+                                 num_workers=world.workers_per_rank)
+        self._prefetcher = prefetcher = _ShardPrefetcher(self)
+        try:
+            yield from self._iterate(batches, world, prefetcher)
+        finally:
+            prefetcher.stop()
+
+    def _iterate(self, batches: range, world: World, prefetcher: _ShardPrefetcher
+                 ) -> Iterator[dict[str, Any]]:
+        order: GlobalOrder | None = None
+        planned: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        pending = iter(batches)
+        next_batch = next(pending, None)
+        lookahead = max(int(self.predownload or 0), self.batch_size)
+
+        def plan(batch: int, updates: tuple) -> None:
+            nonlocal order
+            schedule = self.schedule_for(updates)
+            if order is None:
+                order = GlobalOrder(config=self.order_config, domains=self.layouts,
+                                    schedule=schedule)
+            elif order.schedule is not schedule:
+                order = order.with_schedule(schedule)
+            ids, domains = self.plan_batch(order, batch, world)
+            planned.append((ids, domains))
+            prefetcher.submit(self._shards_of(ids))
+
+        while planned or next_batch is not None:
+            while next_batch is not None and sum(len(p[0]) for p in planned) < lookahead:
+                updates = self._known_updates(next_batch)
+                if updates is None:
+                    break
+                plan(next_batch, updates)
+                next_batch = next(pending, None)
+            if not planned:
+                plan(next_batch, self._final_updates(next_batch))
+                next_batch = next(pending, None)
+            ids, domains = planned.popleft()
+            for sample_id, domain in zip(ids.tolist(), domains.tolist()):
+                sample = self[sample_id]
+                sample["domain"] = domain
+                yield sample
+
+    def _shards_of(self, ids: np.ndarray) -> list[int]:
+        shards = np.searchsorted(self.sample_offset_per_shard, ids, side="right") - 1
+        _, first = np.unique(shards, return_index=True)
+        return shards[np.sort(first)].tolist()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_prefetcher", None)
+        state.pop("_schedule_cache", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._schedule_cache = None
+
+
+def _normalized(vector: np.ndarray, what: str, names: Sequence[str]) -> tuple[float, ...]:
+    vector = np.asarray(vector, dtype=np.float64)
+    if vector.shape != (len(names),):
+        raise ValueError(f"{what} has {vector.size} entries for {len(names)} domains {list(names)}")
+    if not np.all(np.isfinite(vector)) or np.any(vector < 0):
+        raise ValueError(f"{what} must be finite and >= 0, got {vector.tolist()}")
+    total = vector.sum()
+    if total <= 0:
+        raise ValueError(f"{what} are all zero: at least one domain needs a positive weight")
+    return tuple(float(x) for x in vector / total)
+
+
+class _ShardPrefetcher:
+    """Downloads shards ahead of the read position on one background thread."""
+
+    def __init__(self, dataset: StreamMixDataset) -> None:
+        self._dataset = dataset
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="streammix-prefetch")
+        self._thread.start()
+
+    def submit(self, shard_ids: list[int]) -> None:
+        if self.error is not None:
+            raise RuntimeError("shard prefetch failed") from self.error
+        for shard in shard_ids:
+            self._queue.put(shard)
+
+    def _run(self) -> None:
+        while True:
+            shard = self._queue.get()
+            if shard is None:
+                return
+            try:
+                self._dataset.prepare_shard(shard, blocking=False)
+            except BaseException as exc:  # surfaced to the reader on its next submit
+                self.error = exc
+                return
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5.0)
