@@ -54,6 +54,10 @@ class MixingConfig:
         lag_batches: the lag of ``"lagged"`` mode; must exceed what DataLoader workers can
             have prefetched (num_workers * prefetch_factor).
         publish_timeout_s: how long a worker waits for weights before a clear error.
+        sequence_length: pack documents into blocks of this many tokens (needs a tokenized
+            build); each sample is then ``input_ids``/``labels`` of exactly that length.
+        separator_id: token put after every document when packing (e.g. the EOS id);
+            None packs documents back to back.
     """
 
     domains: tuple[str, ...] | None = None
@@ -68,6 +72,8 @@ class MixingConfig:
     weight_updates: str = "static"
     lag_batches: int = 0
     publish_timeout_s: float = 600.0
+    sequence_length: int | None = None
+    separator_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "val"):
@@ -107,5 +113,18 @@ class MixingConfig:
             raise ValueError(f"lag_batches must be >= 0, got {self.lag_batches}")
         if self.weight_updates == "lagged" and self.lag_batches < 1:
             raise ValueError("weight_updates='lagged' needs lag_batches >= 1")
+        if self.sequence_length is not None:
+            if self.sequence_length < 1:
+                raise ValueError(f"sequence_length must be >= 1, got {self.sequence_length}")
+            if self.weight_updates != "static":
+                raise ValueError(
+                    "packing (sequence_length) works with static weights only: a packed block "
+                    "mixes documents of several domains, so per-domain losses for online "
+                    "mixing are not defined; train online mixing on unpacked samples"
+                )
+        elif self.separator_id is not None:
+            raise ValueError("separator_id only applies when packing (sequence_length)")
+        if self.separator_id is not None and self.separator_id < 0:
+            raise ValueError(f"separator_id must be >= 0, got {self.separator_id}")
         if self.publish_timeout_s <= 0:
             raise ValueError(f"publish_timeout_s must be positive, got {self.publish_timeout_s}")

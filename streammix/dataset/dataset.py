@@ -30,7 +30,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from streaming import StreamingDataset
@@ -41,6 +41,7 @@ from streammix.core.partition import device_batch_span, worker_batches
 from streammix.core.schedule import Schedule
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
+from streammix.dataset.packing import BlockPieces, PackedCursor, assemble_block
 from streammix.dataset.sources import DomainSources, resolve_sources
 
 STATE_VERSION = 1
@@ -109,7 +110,14 @@ class StreamMixDataset(StreamingDataset):
             (int(start), self._weights_vector(w, pass_sizes, f"schedule at batch {start}"))
             for start, w in mixing.schedule
         )
-        epoch_size = int(self.epoch_size) if self._user_epoch_size else int(pass_sizes.sum())
+        self.layouts = tuple(layouts)
+        self.packed_tokens: tuple[np.ndarray, ...] | None = None
+        if mixing.sequence_length is not None:
+            self.packed_tokens = sources.token_counts()
+            natural = _packed_blocks(self.packed_tokens, self.layouts, mixing)
+        else:
+            natural = int(pass_sizes.sum())
+        epoch_size = int(self.epoch_size) if self._user_epoch_size else natural
         self.epoch_size = (epoch_size // self.global_batch_size) * self.global_batch_size
         if self.epoch_size == 0:
             raise ValueError(
@@ -119,7 +127,6 @@ class StreamMixDataset(StreamingDataset):
         self.length = self.epoch_size // world.num_ranks
         self.order_config = OrderConfig(seed=self.order_seed, window_shards=mixing.window_shards,
                                         interleave=mixing.interleave)
-        self.layouts = tuple(layouts)
         self.fingerprint = self._compute_fingerprint(sources, counts)
         self._published: tuple[tuple[int, tuple[float, ...]], ...] = ()
         self._horizon = 0
@@ -155,6 +162,8 @@ class StreamMixDataset(StreamingDataset):
             "window_shards": self.mixing.window_shards,
             "interleave": self.mixing.interleave,
             "epoch_size": self.epoch_size,
+            "sequence_length": self.mixing.sequence_length,
+            "separator_id": self.mixing.separator_id,
         }
         digest.update(json.dumps(layout, sort_keys=True).encode())
         if counts is not None:
@@ -325,12 +334,14 @@ class StreamMixDataset(StreamingDataset):
     def plan_batch(self, order: GlobalOrder, batch: int, world: World
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Global sample ids and domain ids of this rank's slice of global batch ``batch``."""
-        start, stop = device_batch_span(batch=batch, rank=world.rank,
-                                        world_size=world.num_ranks,
-                                        global_batch_size=self.global_batch_size)
+        start, stop = self._span(batch, world)
         domains, local = order.samples(start, stop)
         ids = self.sample_offset_per_stream[domains] + local
         return ids.astype(np.int64), domains
+
+    def _span(self, batch: int, world: World) -> tuple[int, int]:
+        return device_batch_span(batch=batch, rank=world.rank, world_size=world.num_ranks,
+                                 global_batch_size=self.global_batch_size)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if hasattr(self, "_prefetcher"):
@@ -356,25 +367,43 @@ class StreamMixDataset(StreamingDataset):
     def _iterate(self, batches: range, world: World, prefetcher: _ShardPrefetcher
                  ) -> Iterator[dict[str, Any]]:
         order: GlobalOrder | None = None
-        planned: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        cursor: PackedCursor | None = None
+        planned: deque[list[_PlannedSample]] = deque()
         pending = iter(batches)
         next_batch = next(pending, None)
         lookahead = max(int(self.predownload or 0), self.batch_size)
 
         def plan(batch: int, updates: tuple) -> None:
-            nonlocal order
+            nonlocal order, cursor
             schedule = self.schedule_for(updates)
             if order is None:
                 order = GlobalOrder(config=self.order_config, domains=self.layouts,
                                     schedule=schedule)
             elif order.schedule is not schedule:
                 order = order.with_schedule(schedule)
-            ids, domains = self.plan_batch(order, batch, world)
-            planned.append((ids, domains))
-            prefetcher.submit(self._shards_of(ids))
+            if self.packed_tokens is None:
+                ids, domains = self.plan_batch(order, batch, world)
+                samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
+                                                                      domains.tolist())]
+                shard_ids = ids
+            else:
+                if cursor is None:
+                    cursor = PackedCursor(order, self.packed_tokens,
+                                          sequence_length=self.mixing.sequence_length,
+                                          separator_length=int(self.mixing.separator_id
+                                                               is not None))
+                start, stop = self._span(batch, world)
+                samples = []
+                for block in range(start, stop):
+                    pieces = cursor.pieces(block)
+                    ids = self.sample_offset_per_stream[pieces.domain] + pieces.sample
+                    samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
+                shard_ids = np.concatenate([np.atleast_1d(s.ids) for s in samples])
+            planned.append(samples)
+            prefetcher.submit(self._shards_of(shard_ids))
 
         while planned or next_batch is not None:
-            while next_batch is not None and sum(len(p[0]) for p in planned) < lookahead:
+            while next_batch is not None and len(planned) * self.batch_size < lookahead:
                 updates = self._known_updates(next_batch)
                 if updates is None:
                     break
@@ -383,11 +412,17 @@ class StreamMixDataset(StreamingDataset):
             if not planned:
                 plan(next_batch, self._final_updates(next_batch))
                 next_batch = next(pending, None)
-            ids, domains = planned.popleft()
-            for sample_id, domain in zip(ids.tolist(), domains.tolist()):
-                sample = self[sample_id]
-                sample["domain"] = domain
-                yield sample
+            for planned_sample in planned.popleft():
+                yield self._materialize(planned_sample)
+
+    def _materialize(self, planned: _PlannedSample) -> dict[str, Any]:
+        if planned.pieces is None:
+            sample = self[planned.ids]
+            sample["domain"] = planned.domain
+            return sample
+        documents = [self[int(i)]["tokens"] for i in planned.ids.tolist()]
+        block = assemble_block(planned.pieces, documents, separator_id=self.mixing.separator_id)
+        return {"input_ids": block, "labels": block.copy(), "domain": planned.domain}
 
     def _shards_of(self, ids: np.ndarray) -> list[int]:
         shards = np.searchsorted(self.sample_offset_per_shard, ids, side="right") - 1
@@ -403,6 +438,23 @@ class StreamMixDataset(StreamingDataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._schedule_cache = None
+
+
+class _PlannedSample(NamedTuple):
+    ids: Any                     # a global sample id, or the ids of a packed block's pieces
+    domain: int                  # the sample's domain (a packed block: its first piece's)
+    pieces: BlockPieces | None   # set for packed blocks
+
+
+def _packed_blocks(tokens: Sequence[np.ndarray], layouts: Sequence[DomainLayout],
+                   mixing: MixingConfig) -> int:
+    """Blocks in one pass over every domain (the natural epoch size when packing)."""
+    separator = int(mixing.separator_id is not None)
+    total = 0
+    for counts, layout in zip(tokens, layouts):
+        repeats = layout.repeat_counts if layout.repeat_counts is not None else 1
+        total += int(np.sum((counts + separator) * repeats))
+    return total // mixing.sequence_length
 
 
 def _normalized(vector: np.ndarray, what: str, names: Sequence[str]) -> tuple[float, ...]:

@@ -75,6 +75,18 @@ class DomainSources:
                 continue
             sidecar_format.read_sidecar(local_dir, columns=[])  # SidecarMismatchError if stale
 
+    def token_counts(self) -> tuple[np.ndarray, ...]:
+        """Per-domain token counts (sidecar ``num_tokens``), needed for packing."""
+        counts = []
+        for name, local_dir in zip(self.names, self.local_dirs):
+            try:
+                table = sidecar_format.read_sidecar(local_dir, columns=["num_tokens"])
+            except ValueError as exc:
+                raise ValueError(f"cannot pack domain {name!r}: {exc} (packing needs a build "
+                                 "made with --tokenizer)") from exc
+            counts.append(np.asarray(table["num_tokens"], dtype=np.int64))
+        return tuple(counts)
+
     def load_sample_counts(self, plan_path: str | os.PathLike | None
                            ) -> Mapping[str, np.ndarray] | None:
         if plan_path is None:

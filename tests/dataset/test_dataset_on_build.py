@@ -1,0 +1,102 @@
+"""StreamMixDataset over a real streammix build of real text (Python's standard library)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streammix import MixingConfig, StreamMixDataset
+from streammix.core.order import GlobalOrder
+from streammix.demo.tokenizer import train_tokenizer
+from streammix.format.sidecar import read_sidecar
+
+
+def _write_jsonl(path: Path, files: list[Path]) -> list[str]:
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    with open(path, "w") as out:
+        for f, text in zip(files, texts):
+            out.write(json.dumps({"text": text, "id": f.name}) + "\n")
+    return texts
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("build")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    code = sorted(p for p in (stdlib / "json").glob("*.py")) + sorted((stdlib / "email").glob("*.py"))
+    docs = sorted(p for p in (stdlib / "email" / "mime").glob("*.py")) + sorted(
+        (stdlib / "http").glob("*.py"))
+    texts = _write_jsonl(root / "code.jsonl", code) + _write_jsonl(root / "web.jsonl", docs)
+    train_tokenizer(texts, root / "tok", vocab_size=512)
+    out = root / "out"
+    subprocess.run([sys.executable, "-m", "streammix.cli.build", "--domain",
+                    f"code={root / 'code.jsonl'}", "--domain", f"web={root / 'web.jsonl'}",
+                    "--out", str(out), "--tokenizer", str(root / "tok"), "--val-samples", "3",
+                    "--workers", "1", "--quiet"], check=True)
+    return out
+
+
+def _dataset(build: Path, **mixing) -> StreamMixDataset:
+    gc.collect()
+    return StreamMixDataset(local=str(build), batch_size=4, mixing=MixingConfig(**mixing))
+
+
+def test_samples_carry_their_build_fields(build) -> None:
+    dataset = _dataset(build, seed=1)
+    assert dataset.domain_names == ("code", "web")
+    sample = next(iter(dataset))
+    assert {"text", "tokens", "num_tokens", "domain"} <= set(sample)
+    assert len(sample["tokens"]) == sample["num_tokens"]
+
+
+def test_packed_blocks_are_the_token_stream_of_the_document_order(build) -> None:
+    L, sep = 64, 0
+    dataset = _dataset(build, seed=2, sequence_length=L, separator_id=sep)
+    blocks = [b for _, b in zip(range(40), dataset)]
+    assert all(len(b["input_ids"]) == L and np.array_equal(b["labels"], b["input_ids"])
+               for b in blocks)
+    order = GlobalOrder(config=dataset.order_config, domains=dataset.layouts,
+                        schedule=dataset.schedule)
+    domains, local = order.samples(0, 200)
+    stream = []
+    for d, i in zip(domains.tolist(), local.tolist()):
+        stream.extend(dataset[int(dataset.sample_offset_per_stream[d] + i)]["tokens"].tolist())
+        stream.append(sep)
+    assert np.concatenate([b["input_ids"] for b in blocks]).tolist() == stream[: 40 * L]
+    assert blocks[0]["domain"] == int(domains[0])
+
+
+def test_held_out_split_is_served_separately(build) -> None:
+    dataset = _dataset(build, seed=1)
+    held_out = dataset.held_out_samples(5)
+    assert {k: len(v) for k, v in held_out.items()} == {"code": 3, "web": 3}
+    del dataset
+    val = _dataset(build, seed=1, split="val")
+    assert val.epoch_size == 4  # 6 held-out samples, rounded down to whole global batches
+
+
+def test_a_sidecar_that_no_longer_matches_its_stream_is_refused(build, tmp_path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(build, copy)
+    index = copy / "web" / "index.json"
+    meta = json.loads(index.read_text())
+    index.write_text(json.dumps(meta, indent=2))  # same shards, different bytes
+    with pytest.raises(ValueError, match="does not match"):
+        _dataset(copy)
+    assert len(read_sidecar(build / "web", columns=["num_tokens"])) > 0
+
+
+def test_unknown_domain_and_missing_build_are_clear_errors(build, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"domains \['math'\] are not in the build"):
+        _dataset(build, domains=("math",))
+    with pytest.raises(Exception, match="streammix.yaml"):
+        _dataset(tmp_path)
