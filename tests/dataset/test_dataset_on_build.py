@@ -100,3 +100,51 @@ def test_unknown_domain_and_missing_build_are_clear_errors(build, tmp_path) -> N
         _dataset(build, domains=("math",))
     with pytest.raises(Exception, match="streammix.yaml"):
         _dataset(tmp_path)
+
+
+def _plan(build: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streammix.cli.main", "plan", str(build),
+                           "--out", str(out), *extra], capture_output=True, text=True)
+
+
+def test_samplemix_plan_round_trips_into_the_dataset(build, tmp_path) -> None:
+    plan_file = tmp_path / "plan.npz"
+    done = _plan(build, plan_file, "--alpha", "0.8", "--max-repeats", "3", "--plots",
+                 str(tmp_path / "plots"))
+    assert done.returncode == 0, done.stderr
+    assert "never drawn" in done.stdout and (tmp_path / "plots" / "plan.png").stat().st_size > 0
+    from streammix.format.plan import read_plan
+
+    _, planned = read_plan(plan_file)
+    gc.collect()
+    dataset = StreamMixDataset(local=str(build), batch_size=1,
+                               mixing=MixingConfig(seed=3, sample_counts=str(plan_file)))
+    assert dataset.epoch_size == sum(int(c.sum()) for c in planned.values())
+    index_of = {}
+    for d, name in enumerate(dataset.domain_names):
+        offset = int(dataset.sample_offset_per_stream[d])
+        texts = [dataset[offset + i]["text"] for i in range(len(planned[name]))]
+        assert len(set(texts)) == len(texts)
+        index_of[name] = {text: i for i, text in enumerate(texts)}
+    realized = {name: np.zeros(len(c), dtype=np.int64) for name, c in planned.items()}
+    for sample in dataset:
+        name = dataset.domain_names[sample["domain"]]
+        realized[name][index_of[name][sample["text"]]] += 1
+    for name in dataset.domain_names:
+        assert np.array_equal(realized[name], planned[name]), name
+    assert max(int(c.max()) for c in planned.values()) <= 3
+
+
+def test_plan_for_other_data_and_bad_options_are_refused(build, tmp_path) -> None:
+    bad = _plan(build, tmp_path / "p.npz", "--alpha", "1.5")
+    assert bad.returncode == 2 and "alpha must lie in [0, 1]" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    wrong_suffix = _plan(build, tmp_path / "p.json")
+    assert wrong_suffix.returncode == 2 and ".npz" in wrong_suffix.stderr
+    from streammix.format.plan import write_plan
+
+    stale = write_plan(tmp_path / "stale.npz", counts={"code": np.ones(1), "web": np.ones(1)},
+                       index_fingerprints={"code": "0" * 64, "web": "0" * 64}, config={},
+                       report={})
+    with pytest.raises(ValueError, match="another version of domain"):
+        _dataset(build, sample_counts=str(stale))

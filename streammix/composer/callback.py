@@ -1,0 +1,328 @@
+"""OnlineMixing: a Composer callback that runs a mixing policy and publishes its weights.
+
+The loop, identical on every rank:
+
+* ``AFTER_LOAD`` (inside ``Trainer(...)``): find the ``StreamMixDataset`` behind the train
+  dataloader and check everything that could otherwise fail mid-run: policy name and
+  options, domain count, validation data for policies that evaluate, the weight-update mode.
+* ``FIT_START``: a fresh run asks the policy for its first decision and publishes it; a
+  resumed run continues the decision it was in (the dataset restored the schedule).
+* ``AFTER_LOSS``: per-sample losses of the (micro)batch, summed per domain using the
+  ``domain`` ids the batch carries.
+* ``BATCH_END``: the step's per-domain sums are all-reduced and added, in float64 and in step
+  order, to the decision's running totals (so a resumed run adds the very same numbers).
+  When the decision's steps are done: per-domain validation loss if the decision asked for
+  it, ``policy.update``, then ``dataset.publish(start, weights, final_until=...)`` where
+  ``start`` is the next batch (exact mode) or the next batch plus the lag (lagged mode).
+  Every decision is logged to Composer's loggers and appended to ``history``.
+
+``state_dict`` holds the policy state, the running totals, the current decision and the
+history, so a run interrupted anywhere resumes to the same weights and the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from composer.core import Callback, Event, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+from streammix.dataset.dataset import StreamMixDataset
+from streammix.mixing.protocol import Decision, MixingPolicy, Observation
+from streammix.mixing.registry import make_policy
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+class OnlineMixing(Callback):
+    """Online domain mixing for a ``StreamMixDataset`` (see the module docstring).
+
+    Args:
+        policy: a policy name (``static``, ``scheduled``, ``aioli``, ``odm``, ``doremi``) or
+            a policy object following ``streammix.mixing.protocol.MixingPolicy``.
+        policy_options: keyword options for ``make_policy`` when ``policy`` is a name.
+        val_data: per-domain held-out samples ``{domain name: [sample dict, ...]}``; by
+            default the first ``val_samples`` samples of each domain's ``-val`` split of the
+            dataset's build are used (only for policies that evaluate).
+        val_samples: held-out samples per domain when read from the build.
+        val_batch_size: batch size of the validation forward passes.
+        history_path: if given, rank 0 writes the decision history there as JSON.
+    """
+
+    def __init__(self, policy: str | MixingPolicy = "aioli", *,
+                 policy_options: Mapping[str, Any] | None = None,
+                 val_data: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                 val_samples: int = 32, val_batch_size: int = 8,
+                 history_path: str | Path | None = None) -> None:
+        if isinstance(policy, str):
+            self.policy = make_policy(policy, **dict(policy_options or {}))
+        else:
+            if policy_options:
+                raise ValueError("policy_options only apply when policy is given by name")
+            if not isinstance(policy, MixingPolicy):
+                raise TypeError(f"policy must be a name or a MixingPolicy, got {policy!r}")
+            self.policy = policy
+        if val_samples < 1 or val_batch_size < 1:
+            raise ValueError("val_samples and val_batch_size must be >= 1")
+        self.val_data = val_data
+        self.val_samples = val_samples
+        self.val_batch_size = val_batch_size
+        self.history_path = Path(history_path) if history_path is not None else None
+        self.history: list[dict[str, Any]] = []
+        self._policy_state: dict | None = None
+        self._decision: Decision | None = None
+        self._decision_end = 0
+        self._loss_sum: np.ndarray | None = None
+        self._count: np.ndarray | None = None
+        self._step_sum: torch.Tensor | None = None
+        self._step_count: torch.Tensor | None = None
+        self._dataset: StreamMixDataset | None = None
+        self._val_batches: dict[str, list] | None = None
+
+    # ------------------------------------------------------------------ events
+
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.AFTER_LOAD:
+            self._setup(state)
+        elif event == Event.FIT_START:
+            if self._decision is None:
+                self._decide(state, logger, observation=None)
+        elif event == Event.AFTER_LOSS:
+            self._accumulate(state)
+        elif event == Event.BATCH_END:
+            self._end_of_batch(state, logger)
+        elif event == Event.FIT_END:
+            self._write_history()
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self, state: State) -> None:
+        dataloader = state.train_dataloader
+        dataset = getattr(dataloader, "dataset", None)
+        if not isinstance(dataset, StreamMixDataset):
+            raise TypeError(
+                "OnlineMixing needs a train dataloader over a StreamMixDataset, got "
+                f"{type(dataset).__name__ if dataset is not None else type(dataloader).__name__}"
+            )
+        if dataset.mixing.weight_updates == "static":
+            raise ValueError(
+                "OnlineMixing publishes weights during training: create the StreamMixDataset "
+                "with MixingConfig(weight_updates='exact') (or 'lagged')"
+            )
+        if self.policy.needs_validation and dataset.mixing.weight_updates == "lagged":
+            raise ValueError(
+                f"policy {self.policy.name!r} measures the effect of the weights it just chose; "
+                "that needs weight_updates='exact' (lagged weights would be measured late)"
+            )
+        model = _unwrap(state.model)
+        if not callable(getattr(model, "per_sample_loss", None)):
+            raise TypeError(
+                "OnlineMixing needs per-sample losses: the model must have "
+                "per_sample_loss(outputs, batch) -> Tensor[batch] (see streammix.composer.model)"
+            )
+        self._dataset = dataset
+        num_domains = len(dataset.domain_names)
+        if self._policy_state is None:
+            self._policy_state = self.policy.init(num_domains,
+                                                  np.asarray(dataset.initial_weights))
+        elif len(self._loss_sum) != num_domains:
+            raise ValueError(f"the checkpointed mixing state has {len(self._loss_sum)} domains, "
+                             f"the dataset {num_domains}")
+        if self._loss_sum is None:
+            self._loss_sum = np.zeros(num_domains)
+            self._count = np.zeros(num_domains)
+        if self.policy.needs_validation:
+            self._val_batches = self._load_val_batches(state, dataset)
+
+    def _load_val_batches(self, state: State, dataset: StreamMixDataset) -> dict[str, list]:
+        names = dataset.domain_names
+        if self.val_data is not None:
+            missing = [n for n in names if not self.val_data.get(n)]
+            if missing:
+                raise ValueError(f"val_data lacks held-out samples for domains {missing}")
+            per_domain = {n: list(self.val_data[n])[: self.val_samples] for n in names}
+        else:
+            per_domain = dataset.held_out_samples(self.val_samples)
+        collate = getattr(state.train_dataloader, "collate_fn", None)
+        if collate is None:
+            raise TypeError("the train dataloader has no collate_fn to batch validation samples")
+        batches = {}
+        for name, samples in per_domain.items():
+            batches[name] = [collate(samples[i:i + self.val_batch_size])
+                             for i in range(0, len(samples), self.val_batch_size)]
+        return batches
+
+    # ------------------------------------------------------------------ measuring
+
+    def _accumulate(self, state: State) -> None:
+        model = _unwrap(state.model)
+        with torch.no_grad():
+            losses = model.per_sample_loss(state.outputs, state.batch).detach().double()
+            domains = state.batch["domain"].to(losses.device).long()
+            num_domains = len(self._loss_sum)
+            if self._step_sum is None:
+                self._step_sum = torch.zeros(num_domains, dtype=torch.float64, device=losses.device)
+                self._step_count = torch.zeros_like(self._step_sum)
+            self._step_sum.index_add_(0, domains, losses)
+            self._step_count.index_add_(0, domains, torch.ones_like(losses))
+
+    def _reduce_step(self) -> None:
+        num_domains = len(self._loss_sum)
+        if self._step_sum is None:
+            packed = torch.zeros(2 * num_domains, dtype=torch.float64)
+        else:
+            packed = torch.cat([self._step_sum, self._step_count])
+        dist.all_reduce(packed)
+        packed = packed.cpu().numpy()
+        self._loss_sum += packed[:num_domains]
+        self._count += packed[num_domains:]
+        self._step_sum = None
+        self._step_count = None
+
+    def _validation_loss(self, state: State) -> np.ndarray:
+        model = _unwrap(state.model)
+        was_training = model.training
+        model.eval()
+        losses = []
+        try:
+            with torch.no_grad():
+                for name in self._dataset.domain_names:
+                    total, count = 0.0, 0
+                    for batch in self._val_batches[name]:
+                        batch = state.device.batch_to_device(batch)
+                        per_sample = model.per_sample_loss(model(batch), batch).double()
+                        total += float(per_sample.sum())
+                        count += int(per_sample.numel())
+                    losses.append(total / count)
+        finally:
+            model.train(was_training)
+        return np.asarray(losses)
+
+    # ------------------------------------------------------------------ deciding
+
+    def _end_of_batch(self, state: State, logger: Logger) -> None:
+        self._reduce_step()
+        done = int(state.timestamp.batch)
+        dataset = self._dataset
+        if dataset.mixing.weight_updates == "lagged":
+            dataset.commit(dataset.weight_start_for(done))
+        if done >= self._decision_end:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                train_loss = np.where(self._count > 0, self._loss_sum / self._count, np.nan)
+            observation = Observation(
+                step=done, train_loss=train_loss, train_count=self._count.copy(),
+                val_loss=self._validation_loss(state) if self._decision.evaluate else None,
+            )
+            self._decide(state, logger, observation)
+
+    def _decide(self, state: State, logger: Logger, observation: Observation | None) -> None:
+        done = int(state.timestamp.batch)
+        if observation is None:
+            decision, self._policy_state = self.policy.start(self._policy_state)
+        else:
+            self._record(done, self._decision, observation, logger)
+            decision, self._policy_state = self.policy.update(self._policy_state, observation)
+        while decision.num_steps == 0:  # "measure now": evaluate before training on anything
+            observation = Observation(step=done, val_loss=self._validation_loss(state))
+            self._record(done, decision, observation, logger)
+            decision, self._policy_state = self.policy.update(self._policy_state, observation)
+        self._decision = decision
+        self._decision_end = done + decision.num_steps
+        self._loss_sum[:] = 0.0
+        self._count[:] = 0.0
+        dataset = self._dataset
+        start = dataset.weight_start_for(done)
+        final_until = start + decision.num_steps
+        dataset.publish(start, decision.weights.tolist(), final_until=final_until)
+        self._log_weights(done, start, decision, logger)
+
+    def _record(self, step: int, decision: Decision, observation: Observation,
+                logger: Logger) -> None:
+        names = self._dataset.domain_names
+        record = {
+            "step": step,
+            "phase": decision.phase,
+            "weights": decision.weights.tolist(),
+            "train_loss": _plain(observation.train_loss),
+            "train_count": _plain(observation.train_count),
+            "val_loss": _plain(observation.val_loss),
+            "info": dict(decision.info),
+        }
+        self.history.append(record)
+        metrics = {}
+        for key in ("train_loss", "val_loss"):
+            values = record[key]
+            if values is not None:
+                for name, value in zip(names, values):
+                    if value is not None:
+                        metrics[f"mixing/{key}/{name}"] = value
+        if metrics:
+            logger.log_metrics(metrics)
+
+    def _log_weights(self, step: int, start: int, decision: Decision, logger: Logger) -> None:
+        names = self._dataset.domain_names
+        metrics = {f"mixing/weight/{n}": float(w) for n, w in zip(names, decision.weights)}
+        metrics["mixing/applies_from_batch"] = start
+        metrics.update({f"mixing/info/{k}": v for k, v in decision.info.items()})
+        logger.log_metrics(metrics)
+        if self.history_path is not None:
+            self._write_history()
+
+    def _write_history(self) -> None:
+        if self.history_path is None or dist.get_global_rank() != 0:
+            return
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"domains": list(self._dataset.domain_names) if self._dataset else None,
+                   "history": self.history}
+        tmp = self.history_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(self.history_path)
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        decision = self._decision
+        return {
+            "policy_name": self.policy.name,
+            "policy": None if self._policy_state is None
+            else self.policy.state_dict(self._policy_state),
+            "decision": None if decision is None else {
+                "weights": decision.weights.tolist(), "num_steps": decision.num_steps,
+                "evaluate": decision.evaluate, "phase": decision.phase, "info": decision.info,
+            },
+            "decision_end": self._decision_end,
+            "loss_sum": _plain(self._loss_sum),
+            "count": _plain(self._count),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["policy_name"] != self.policy.name:
+            raise ValueError(f"checkpoint was written by policy {state['policy_name']!r}, "
+                             f"this callback runs {self.policy.name!r}")
+        if state["policy"] is not None:
+            self._policy_state = self.policy.load_state_dict(state["policy"])
+        if state["decision"] is not None:
+            d = state["decision"]
+            self._decision = Decision(weights=np.asarray(d["weights"]), num_steps=d["num_steps"],
+                                      evaluate=d["evaluate"], phase=d["phase"], info=d["info"])
+        self._decision_end = int(state["decision_end"])
+        if state["loss_sum"] is not None:
+            self._loss_sum = np.asarray(state["loss_sum"], dtype=np.float64)
+            self._count = np.asarray(state["count"], dtype=np.float64)
+        self.history = list(state["history"])
+
+
+def _plain(values: np.ndarray | None) -> list[float | None] | None:
+    if values is None:
+        return None
+    return [None if not math.isfinite(float(v)) else float(v) for v in values]

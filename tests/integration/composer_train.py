@@ -1,0 +1,168 @@
+"""A real Composer training run over StreamMixDataset, driven by the integration tests.
+
+    python composer_train.py make-data DIR              # two token domains (+ held-out splits)
+    python composer_train.py train --data DIR --run RUN --batches N [...]
+    composer -n 2 composer_train.py train ...           # the same on 2 ranks (gloo, CPU)
+
+Every rank appends one JSON line per batch to RUN/record.rank<R>.jsonl: the global batch
+index and the (domain, uid) of each of its samples, so tests can compare orders across
+interrupted, resumed and differently sized runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from composer import Trainer
+from composer.core import Callback, Event, State
+from composer.loggers import Logger
+from composer.optim import DecoupledAdamW
+from composer.utils import dist
+from streaming import MDSWriter
+from torch.utils.data import DataLoader
+
+from streammix import MixingConfig, OnlineMixing, StreamMixDataset
+from streammix.composer.model import LMCollator, tiny_gpt2
+
+VOCAB = 64
+SEQ_LEN = 16
+DOMAINS = ("pattern", "noise")
+
+
+def make_data(out: Path, *, train: int = 160, val: int = 16, seed: int = 0) -> None:
+    """``pattern``: learnable counting sequences; ``noise``: uniformly random tokens."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    for name in DOMAINS:
+        for split, count in (("", train), ("-val", val)):
+            folder = out / f"{name}{split}"
+            with MDSWriter(out=str(folder), columns={"tokens": "ndarray:uint16", "uid": "int"},
+                           compression=None, size_limit=2048) as writer:
+                for i in range(count):
+                    if name == "pattern":
+                        start, step = rng.integers(0, VOCAB), rng.integers(1, 4)
+                        tokens = (start + step * np.arange(SEQ_LEN)) % VOCAB
+                    else:
+                        tokens = rng.integers(0, VOCAB, SEQ_LEN)
+                    uid = (0 if name == "pattern" else 1_000_000) + (500_000 if split else 0) + i
+                    writer.write({"tokens": tokens.astype(np.uint16), "uid": uid})
+
+
+class UidCollator(LMCollator):
+    def __call__(self, samples):
+        batch = super().__call__(samples)
+        import torch
+
+        batch["uid"] = torch.tensor([int(s["uid"]) for s in samples], dtype=torch.int64)
+        return batch
+
+
+class RecordBatches(Callback):
+    """Per-batch samples, and at the end the weight updates this rank's dataset published."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.FIT_END:
+            updates = state.train_dataloader.dataset.published_updates
+            self.path.with_suffix(".updates.json").write_text(json.dumps(updates))
+        if event == Event.AFTER_DATALOADER:
+            record = {"batch": int(state.timestamp.batch),
+                      "samples": list(zip(state.batch["domain"].tolist(),
+                                          state.batch["uid"].tolist()))}
+            with open(self.path, "a") as stream:
+                stream.write(json.dumps(record) + "\n")
+                stream.flush()
+                os.fsync(stream.fileno())
+
+
+def train(args: argparse.Namespace) -> None:
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", 1))
+    per_device = args.global_batch // world
+    from streaming import Stream
+
+    def stream(name: str, split: str = "") -> Stream:
+        if args.remote:
+            return Stream(remote=str(Path(args.data) / f"{name}{split}"),
+                          local=str(Path(args.cache) / f"{name}{split}"))
+        return Stream(local=str(Path(args.data) / f"{name}{split}"))
+
+    mixing = MixingConfig(global_batch_size=args.global_batch, seed=args.seed,
+                          weight_updates="static" if args.policy == "none" else args.mode,
+                          lag_batches=args.lag, publish_timeout_s=120)
+    extra = {"cache_limit": args.cache_limit} if args.cache_limit else {}
+    dataset = StreamMixDataset(streams=[stream(n) for n in DOMAINS], batch_size=per_device,
+                               mixing=mixing, **extra)
+    collate = UidCollator(max_seq_len=SEQ_LEN, pad_id=0)
+    loader = DataLoader(dataset, batch_size=per_device, num_workers=args.workers,
+                        collate_fn=collate, persistent_workers=args.workers > 0)
+    callbacks: list[Callback] = [RecordBatches(run / f"record.rank{dist.get_global_rank()}.jsonl")]
+    if args.policy != "none":
+        val_data = {}
+        for d, name in enumerate(DOMAINS):
+            from streaming import StreamingDataset
+
+            val = StreamingDataset(local=str(Path(args.data) / f"{name}-val"), batch_size=1)
+            val_data[name] = [dict(val[i], domain=d) for i in range(val.num_samples)]
+        callbacks.append(OnlineMixing(args.policy, policy_options=json.loads(args.policy_options),
+                                      val_data=val_data, val_batch_size=8,
+                                      history_path=run / "history.json"))
+    model = tiny_gpt2(vocab_size=VOCAB, max_seq_len=SEQ_LEN, n_layer=1, n_head=2, n_embd=32,
+                      seed=args.seed)
+    trainer = Trainer(
+        model=model,
+        optimizers=DecoupledAdamW(model.parameters(), lr=3e-3),
+        train_dataloader=loader,
+        max_duration=f"{args.batches}ba",
+        callbacks=callbacks,
+        save_folder=str(run / "checkpoints"),
+        save_interval=f"{args.save_interval}ba",
+        save_num_checkpoints_to_keep=-1,
+        save_overwrite=True,
+        load_path=args.load,
+        device="cpu",
+        seed=args.seed,
+        progress_bar=False,
+        log_to_console=False,
+    )
+    trainer.fit()
+    trainer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("make-data")
+    make.add_argument("out", type=Path)
+    run = sub.add_parser("train")
+    run.add_argument("--data", required=True)
+    run.add_argument("--run", required=True)
+    run.add_argument("--batches", type=int, required=True)
+    run.add_argument("--save-interval", type=int, default=2)
+    run.add_argument("--load", default=None)
+    run.add_argument("--global-batch", type=int, default=8)
+    run.add_argument("--workers", type=int, default=0)
+    run.add_argument("--seed", type=int, default=17)
+    run.add_argument("--policy", default="none")
+    run.add_argument("--policy-options", default="{}")
+    run.add_argument("--mode", default="exact", choices=["exact", "lagged"])
+    run.add_argument("--lag", type=int, default=0)
+    run.add_argument("--remote", action="store_true", help="read --data as a remote, cache in --cache")
+    run.add_argument("--cache", default=None)
+    run.add_argument("--cache-limit", default=None)
+    args = parser.parse_args()
+    if args.command == "make-data":
+        make_data(args.out)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
