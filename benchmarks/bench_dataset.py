@@ -1,0 +1,184 @@
+"""StreamMixDataset against upstream StreamingDataset on the same shards.
+
+Measured in one run, on generated MDS domains (local, zstd-compressed shards):
+
+1. **Throughput**: steady samples/s (after the first batch, whose latency is reported apart) through a torch DataLoader (batch 64) with num_workers 0 and 2,
+   StreamMixDataset (natural weights) against plain StreamingDataset(shuffle=True, py1e),
+   alternating the two, ``--repeats`` times each; medians and the ratio.
+2. **Resume latency**: a fresh StreamMixDataset, ``load_state_dict`` at a deep position
+   (default 1e8 samples into a 2e8-sample epoch), time until the first sample arrives.
+3. **Weight-update stall** (exact mode, 2 workers): a training loop that "computes" for
+   ``--step-ms`` per batch publishes new weights every 20 batches; the stall is the extra
+   wait for the batch right after an update, over the median wait of the others.
+
+    python3 benchmarks/bench_dataset.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from streaming import MDSWriter, Stream, StreamingDataset
+from torch.utils.data import DataLoader
+
+from streammix import MixingConfig, StreamMixDataset
+
+DOMAINS = ("web", "code", "papers")
+
+
+def make_shards(root: Path, samples_per_domain: int) -> list[Path]:
+    rng = np.random.Generator(np.random.PCG64(0))
+    words = [f"w{i}" for i in range(5000)]
+    dirs = []
+    for name in DOMAINS:
+        out = root / name
+        dirs.append(out)
+        if out.exists():
+            continue
+        with MDSWriter(out=str(out), columns={"text": "str", "uid": "int"}, compression="zstd",
+                       size_limit=1 << 20) as writer:
+            for i in range(samples_per_domain):
+                text = " ".join(rng.choice(words, size=int(rng.integers(20, 60))))
+                writer.write({"text": text, "uid": i})
+    return dirs
+
+
+def _collate(samples: list[dict]) -> int:
+    return len(samples)
+
+
+def _throughput(dataset, workers: int, limit: int, batch: int) -> tuple[float, float]:
+    """(seconds to the first batch, steady samples/s after it)."""
+    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=_collate)
+    started = time.perf_counter()
+    iterator = iter(loader)
+    next(iterator)
+    first = time.perf_counter() - started
+    seen = 0
+    started = time.perf_counter()
+    for size in iterator:
+        seen += size
+        if seen >= limit:
+            break
+    return first, seen / (time.perf_counter() - started)
+
+
+def bench_throughput(dirs: list[Path], *, workers: int, limit: int, repeats: int) -> dict:
+    batch = 64
+    ours, upstream, first_ours, first_upstream = [], [], [], []
+    for _ in range(repeats):
+        gc.collect()
+        mix = StreamMixDataset(streams=[Stream(local=str(d)) for d in dirs], batch_size=batch,
+                               mixing=MixingConfig(seed=1))
+        first, rate = _throughput(mix, workers, limit, batch)
+        first_ours.append(first)
+        ours.append(rate)
+        del mix
+        gc.collect()
+        plain = StreamingDataset(streams=[Stream(local=str(d)) for d in dirs], batch_size=batch,
+                                 shuffle=True, shuffle_seed=1)
+        first, rate = _throughput(plain, workers, limit, batch)
+        first_upstream.append(first)
+        upstream.append(rate)
+        del plain
+    return {"workers": workers, "streammix": statistics.median(ours),
+            "upstream": statistics.median(upstream),
+            "ratio": statistics.median(ours) / statistics.median(upstream),
+            "runs_streammix": ours, "runs_upstream": upstream,
+            "first_batch_s": statistics.median(first_ours),
+            "first_batch_upstream_s": statistics.median(first_upstream)}
+
+
+def bench_resume(dirs: list[Path], *, position: int, repeats: int) -> dict:
+    latencies = []
+    for _ in range(repeats):
+        gc.collect()
+        def make() -> StreamMixDataset:  # upstream mutates Streams: fresh ones every time
+            return StreamMixDataset(streams=[Stream(local=str(d)) for d in dirs], batch_size=64,
+                                    epoch_size=2 * position, mixing=MixingConfig(seed=1))
+
+        state = make().state_dict(position, True)
+        gc.collect()
+        started = time.perf_counter()
+        dataset = make()
+        dataset.load_state_dict(state)
+        next(iter(dataset))
+        latencies.append(time.perf_counter() - started)
+        del dataset
+    return {"position": position, "median_s": statistics.median(latencies), "runs": latencies}
+
+
+def bench_stall(dirs: list[Path], *, step_ms: float, batches: int) -> dict:
+    gc.collect()
+    dataset = StreamMixDataset(streams=[Stream(local=str(d)) for d in dirs], batch_size=64,
+                               mixing=MixingConfig(seed=1, weight_updates="exact"))
+    interval = 20
+    dataset.publish(0, [1, 1, 1], final_until=interval)
+    loader = DataLoader(dataset, batch_size=64, num_workers=2, collate_fn=_collate,
+                        prefetch_factor=2)
+    waits, after_update = [], []
+    rng = np.random.Generator(np.random.PCG64(3))
+    iterator = iter(loader)
+    for b in range(batches):
+        started = time.perf_counter()
+        next(iterator)
+        wait = time.perf_counter() - started
+        (after_update if b and b % interval == 0 else waits).append(wait)
+        time.sleep(step_ms / 1000)  # the training step
+        if (b + 1) % interval == 0:
+            dataset.publish(b + 1, rng.dirichlet([1, 1, 1]).tolist(), final_until=b + 1 + interval)
+    del iterator, loader
+    steady = statistics.median(waits[5:])
+    return {"step_ms": step_ms, "steady_wait_ms": 1000 * steady,
+            "wait_after_update_ms": 1000 * statistics.median(after_update),
+            "stall_ms": 1000 * (statistics.median(after_update) - steady),
+            "stall_in_batch_times": (statistics.median(after_update) - steady)
+            / (step_ms / 1000 + steady)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples-per-domain", type=int, default=100_000)
+    parser.add_argument("--limit", type=int, default=60_000, help="samples read per pass")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resume-position", type=int, default=100_000_000)
+    parser.add_argument("--step-ms", type=float, default=50.0)
+    parser.add_argument("--data", type=Path, default=None, help="keep shards here")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.samples_per_domain, args.limit, args.repeats = 20_000, 10_000, 1
+        args.resume_position = 1_000_000
+    root = args.data or Path(tempfile.mkdtemp(prefix="bench-dataset-"))
+    try:
+        dirs = make_shards(root, args.samples_per_domain)
+        for workers in (0, 2):
+            r = bench_throughput(dirs, workers=workers, limit=args.limit, repeats=args.repeats)
+            print(f"throughput workers={workers}: streammix {r['streammix']:,.0f} samples/s, "
+                  f"upstream {r['upstream']:,.0f} samples/s, ratio {r['ratio']:.2f} "
+                  f"(runs {[round(x) for x in r['runs_streammix']]} vs "
+                  f"{[round(x) for x in r['runs_upstream']]}); first batch after "
+                  f"{r['first_batch_s']:.2f} s vs {r['first_batch_upstream_s']:.2f} s", flush=True)
+        r = bench_resume(dirs, position=args.resume_position, repeats=args.repeats)
+        print(f"resume at position {r['position']:.0e}: first sample after {r['median_s']:.3f} s "
+              f"(median; runs {[round(x, 3) for x in r['runs']]})", flush=True)
+        r = bench_stall(dirs, step_ms=args.step_ms, batches=120 if not args.quick else 60)
+        print(f"weight update (exact mode, 2 workers, {r['step_ms']:.0f} ms steps): steady wait "
+              f"{r['steady_wait_ms']:.1f} ms, wait after an update {r['wait_after_update_ms']:.1f}"
+              f" ms, stall {r['stall_ms']:.1f} ms = {r['stall_in_batch_times']:.2f} batch times",
+              flush=True)
+    finally:
+        if args.data is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Does the mixing improve the model? Held-out perplexity per domain under each recipe.
+
+On a real three-domain corpus built from files on this machine (the demo corpus: Python
+standard-library code, Python documentation topics, installed packages' descriptions), the
+same model, token budget and seeds are trained under each recipe:
+
+* ``stratified``: uniform static domain weights;
+* ``natural``: static weights proportional to domain sizes;
+* ``aioli``: Aioli online mixing (probe rounds sized to the short run, see AIOLI below);
+* ``odm``: ODM (Exp3 on per-domain training loss);
+* ``samplemix-a0``, ``samplemix-a0.8``, ``samplemix-a1``: SampleMix repeat counts for the
+  run's token budget (alpha 0 = quality only, 1 = diversity only), natural domain weights.
+
+Reported: held-out perplexity per domain and their mean, for every seed, and Aioli's
+wall-clock overhead over static mixing (same steps). Results go to a JSON file and a
+markdown table; the plot to a PNG.
+
+    python3 benchmarks/bench_mixing.py --out bench-mixing          # full (about 30+ min)
+    python3 benchmarks/bench_mixing.py --out bench-mixing --quick  # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+RECIPES = ("stratified", "natural", "aioli", "odm", "samplemix-a0", "samplemix-a0.8",
+           "samplemix-a1")
+AIOLI = {"lp_rounds": 1, "lp_steps": 4, "update_steps": 60}
+
+
+def prepare_corpus(work: Path, *, chunks_per_domain: int, vocab_size: int) -> tuple[Path, Path]:
+    """The demo's corpus, tokenizer and build (reused if already there)."""
+    from streammix.build.config import BuildConfig, DomainSpec
+    from streammix.build.pipeline import run_build
+    from streammix.demo.local_corpus import collect_local_corpus, read_jsonl_texts
+    from streammix.demo.run import chunk_corpus
+    from streammix.demo.tokenizer import train_tokenizer
+
+    build, tokenizer = work / "build", work / "tokenizer"
+    if (build / "streammix.yaml").exists() and tokenizer.exists():
+        return build, tokenizer
+    raw = collect_local_corpus(work / "raw")
+    corpus = chunk_corpus(raw, work / "corpus", per_domain=chunks_per_domain)
+    train_tokenizer([t for p in corpus.values() for t in read_jsonl_texts(p)], tokenizer,
+                    vocab_size=vocab_size)
+    run_build(BuildConfig(domains=tuple(DomainSpec(name=n, source=str(p))
+                                        for n, p in corpus.items()),
+                          out=str(build), id_field="id", tokenizer=str(tokenizer),
+                          val_samples=64, workers=2, progress=False))
+    return build, tokenizer
+
+
+def run_recipe(recipe: str, *, seed: int, build: Path, work: Path, steps: int,
+               vocab_size: int, pad_id: int) -> dict:
+    from streammix.build.samplemix_plan import plan_build, save_build_plan
+    from streammix.composer.experiment import ExperimentConfig, run_experiment
+    from streammix.format.manifest import read_manifest
+    from streammix.metadata.samplemix import SampleMixConfig
+
+    batch, seq_len = 16, 128
+    names = read_manifest(build).domain_names
+    options: dict = {"policy": "static"}
+    if recipe == "stratified":
+        options["weights"] = {n: 1.0 for n in names}
+    elif recipe in ("aioli", "odm"):
+        options["policy"] = recipe
+        options["policy_options"] = AIOLI if recipe == "aioli" else {"interval": 10}
+    elif recipe.startswith("samplemix-a"):
+        alpha = float(recipe.removeprefix("samplemix-a"))
+        config = SampleMixConfig(alpha=alpha, token_budget=steps * batch * seq_len,
+                                 max_repeats_per_sample=4, seed=seed)
+        plan_file = work / f"plan-{recipe}-seed{seed}.npz"
+        save_build_plan(plan_build(build, config), plan_file, config)
+        options["sample_counts"] = plan_file
+    return run_experiment(ExperimentConfig(
+        build=build, out=work / f"run-{recipe}-seed{seed}", steps=steps, seed=seed,
+        seq_len=seq_len, batch_size=batch, vocab_size=vocab_size, pad_id=pad_id, **options))
+
+
+def markdown(results: list[dict], names: list[str]) -> str:
+    lines = ["| recipe | seed | " + " | ".join(f"{n} ppl" for n in names)
+             + " | mean ppl | train s |", "|" + "---|" * (len(names) + 4)]
+    for r in results:
+        lines.append(f"| {r['recipe']} | {r['seed']} | "
+                     + " | ".join(f"{r['perplexity'][n]:.2f}" for n in names)
+                     + f" | {r['mean_perplexity']:.2f} | {r['train_seconds']:.0f} |")
+    lines += ["", "| recipe | median mean ppl over seeds | seeds where mean ppl < stratified |",
+              "|---|---|---|"]
+    strat = {r["seed"]: r["mean_perplexity"] for r in results if r["recipe"] == "stratified"}
+    for recipe in dict.fromkeys(r["recipe"] for r in results):
+        rows = [r for r in results if r["recipe"] == recipe]
+        wins = sum(r["mean_perplexity"] < strat.get(r["seed"], math.inf) for r in rows)
+        med = statistics.median(r["mean_perplexity"] for r in rows)
+        lines.append(f"| {recipe} | {med:.2f} | {wins}/{len(rows)} |")
+    static = [r["train_seconds"] for r in results if r["recipe"] in ("stratified", "natural")]
+    aioli = [r["train_seconds"] for r in results if r["recipe"] == "aioli"]
+    if static and aioli:
+        lines.append(f"\nAioli wall-clock overhead over static mixing (median train seconds): "
+                     f"{statistics.median(aioli) / statistics.median(static):.2f}x")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    recipes = list(dict.fromkeys(r["recipe"] for r in results))
+    figure = Figure(figsize=(9, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    for i, recipe in enumerate(recipes):
+        values = [r["mean_perplexity"] for r in results if r["recipe"] == recipe]
+        ax.scatter([i] * len(values), values, color="tab:blue")
+        ax.hlines(statistics.median(values), i - 0.3, i + 0.3, color="tab:red")
+    ax.set_xticks(range(len(recipes)), recipes, rotation=20)
+    ax.set(ylabel="mean held-out perplexity (lower is better)",
+           title="mixing recipes: each dot a seed, red line the median")
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench-mixing"))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--quick", action="store_true", help="20 steps, one seed")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.seeds = 20, [0]
+    from transformers import AutoTokenizer
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    build, tokenizer_dir = prepare_corpus(args.out, chunks_per_domain=2500, vocab_size=4096)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    results_file = args.out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else []
+    done = {(r["recipe"], r["seed"], r["steps"]) for r in results}
+    for seed in args.seeds:
+        for recipe in args.recipes:
+            if (recipe, seed, args.steps) in done:
+                continue
+            started = time.perf_counter()
+            result = run_recipe(recipe, seed=seed, build=build, work=args.out, steps=args.steps,
+                                vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id))
+            result["recipe"] = recipe
+            result.pop("history", None)
+            results.append(result)
+            results_file.write_text(json.dumps(results, indent=1))
+            print(f"{recipe:<16} seed {seed}: mean ppl {result['mean_perplexity']:.2f} "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+    rows = [r for r in results if r["steps"] == args.steps and r["seed"] in args.seeds]
+    names = sorted(rows[0]["perplexity"])
+    table = markdown(rows, names)
+    (args.out / "results.md").write_text(table + "\n")
+    plot(rows, args.out / "mixing.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
