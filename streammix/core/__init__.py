@@ -1,1 +1,51 @@
-"""Pure numpy + numba kernels of the streammix order (no torch, streaming or composer)."""
+"""Pure numpy + numba kernels of the streammix order (no torch, streaming or composer).
+
+- :mod:`~streammix.core.rng`: counter-based hashing RNG and keyed permutations.
+- :mod:`~streammix.core.passes`: domain passes shuffled with shard locality.
+- :mod:`~streammix.core.interleave`: Megatron-exact greedy and seeded random interleaving.
+- :mod:`~streammix.core.schedule`: weight segments with cursors at their starts.
+- :mod:`~streammix.core.order`: the global order, position -> (domain, sample).
+- :mod:`~streammix.core.partition`: ranks, DataLoader workers, global batches.
+- :mod:`~streammix.core.packing`: fixed-length token blocks over ordered documents.
+"""
+
+from streammix.core.greedy_skip import greedy_counts_at
+from streammix.core.interleave import advance_greedy, interleave, skip_greedy
+from streammix.core.order import GlobalOrder, OrderConfig
+from streammix.core.packing import block_pieces, num_blocks
+from streammix.core.partition import (
+    device_batch_span,
+    scatter_to_workers,
+    worker_batches,
+    worker_positions,
+)
+from streammix.core.passes import DEFAULT_WINDOW_SHARDS, DomainLayout
+from streammix.core.schedule import (
+    Schedule,
+    Segment,
+    check_aligned,
+    normalize_weights,
+    segment_picks,
+)
+
+__all__ = [
+    "DEFAULT_WINDOW_SHARDS",
+    "DomainLayout",
+    "GlobalOrder",
+    "OrderConfig",
+    "Schedule",
+    "Segment",
+    "advance_greedy",
+    "block_pieces",
+    "check_aligned",
+    "greedy_counts_at",
+    "device_batch_span",
+    "interleave",
+    "normalize_weights",
+    "num_blocks",
+    "scatter_to_workers",
+    "segment_picks",
+    "skip_greedy",
+    "worker_batches",
+    "worker_positions",
+]

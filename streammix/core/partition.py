@@ -1,0 +1,121 @@
+"""Partitioning the global order over ranks and DataLoader workers (pure arithmetic).
+
+Global batch ``g`` is positions ``[g*G, (g+1)*G)``. Rank ``r`` of ``W`` reads the contiguous
+slice ``[g*G + r*B, g*G + (r+1)*B)`` with ``B = G / W`` (the per-device batch). A PyTorch
+DataLoader with ``K`` workers hands per-device batch ``j`` (counted from where the iterator
+started) to worker ``j % K``, so when iteration (re)starts at global batch ``b0`` worker
+``k`` produces global batches ``b0 + k, b0 + k + K, ...``. The global order never depends on
+``W`` or ``K``: only the slicing does, so a run resumed on another number of ranks with the
+same ``G`` reads the same global batches.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numba
+import numpy as np
+
+
+def _check_world(rank: int, world_size: int, global_batch_size: int) -> int:
+    if world_size < 1 or global_batch_size < 1:
+        raise ValueError(
+            f"world_size and global_batch_size must be >= 1, got {world_size}, {global_batch_size}"
+        )
+    if global_batch_size % world_size:
+        raise ValueError(
+            f"world_size {world_size} does not divide global_batch_size {global_batch_size}"
+        )
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside [0, {world_size})")
+    return global_batch_size // world_size
+
+
+def device_batch_span(
+    *, batch: int, rank: int, world_size: int, global_batch_size: int
+) -> tuple[int, int]:
+    """Global positions ``[start, stop)`` of rank ``rank``'s part of global batch ``batch``."""
+    per_device = _check_world(rank, world_size, global_batch_size)
+    if batch < 0:
+        raise ValueError(f"batch must be >= 0, got {batch}")
+    start = batch * global_batch_size + rank * per_device
+    return start, start + per_device
+
+
+def worker_batches(
+    *, first_batch: int, end_batch: int | None, worker: int, num_workers: int
+) -> range:
+    """Global batches DataLoader worker ``worker`` produces when iteration starts at ``first_batch``.
+
+    ``end_batch=None`` means endless (the range stops at ``sys.maxsize``).
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    if not 0 <= worker < num_workers:
+        raise ValueError(f"worker {worker} outside [0, {num_workers})")
+    if first_batch < 0:
+        raise ValueError(f"first_batch must be >= 0, got {first_batch}")
+    stop = sys.maxsize if end_batch is None else end_batch
+    return range(first_batch + worker, stop, num_workers)
+
+
+def worker_positions(*, first_batch: int, end_batch: int, rank: int, worker: int, world_size: int,
+                     num_workers: int, global_batch_size: int) -> np.ndarray:  # fmt: skip
+    """All global positions one (rank, worker) reads, in the order it yields them (int64)."""
+    per_device = _check_world(rank, world_size, global_batch_size)
+    span = worker_batches(
+        first_batch=first_batch, end_batch=end_batch, worker=worker, num_workers=num_workers
+    )
+    batches = np.arange(span.start, span.stop, span.step, dtype=np.int64)
+    starts = batches * global_batch_size + rank * per_device
+    return (starts[:, None] + np.arange(per_device, dtype=np.int64)[None, :]).reshape(-1)
+
+
+@numba.njit(cache=True)
+def _scatter_nb(values, domains, domain_offsets, first_position, global_batch_size, per_device,
+                num_workers, first_batch, out):  # fmt: skip
+    add_offsets = domains.shape[0] > 0
+    i = 0
+    while i < values.shape[0]:  # one per-device batch (or its remainder) per iteration
+        position = first_position + i
+        batch = position // global_batch_size - first_batch
+        within = position % global_batch_size
+        column = within % per_device
+        run = min(per_device - column, values.shape[0] - i)
+        row = (within // per_device) * num_workers + batch % num_workers
+        slot = (batch // num_workers) * per_device + column
+        for j in range(run):
+            value = values[i + j]
+            if add_offsets:
+                value += domain_offsets[domains[i + j]]
+            out[row, slot + j] = value
+        i += run
+
+
+def scatter_to_workers(values: np.ndarray, *, first_position: int, out: np.ndarray, world_size: int,
+                       num_workers: int, global_batch_size: int, first_batch: int = 0,
+                       domains: np.ndarray | None = None,
+                       domain_offsets: np.ndarray | None = None) -> None:  # fmt: skip
+    """Write ``values`` (for positions from ``first_position``) into per-worker lists.
+
+    ``out`` has shape ``(world_size * num_workers, slots)``; row ``rank * K + worker`` receives
+    that worker's values in the order it yields them (as :func:`worker_positions`). With
+    ``domains`` and ``domain_offsets``, ``domain_offsets[domains[i]]`` is added to value ``i``
+    (e.g. to turn per-domain sample indices into global sample ids).
+    """
+    per_device = _check_world(0, world_size, global_batch_size)
+    if out.ndim != 2 or out.shape[0] != world_size * num_workers:
+        raise ValueError(
+            f"out must have shape ({world_size * num_workers}, slots), got {out.shape}"
+        )
+    if first_position < first_batch * global_batch_size:
+        raise ValueError("first_position lies before first_batch")
+    if (domains is None) != (domain_offsets is None):
+        raise ValueError("give both domains and domain_offsets, or neither")
+    if domains is None:
+        domains, domain_offsets = np.empty(0, np.int32), np.empty(0, np.int64)
+    elif domains.shape != values.shape:
+        raise ValueError("domains must have one entry per value")
+    _scatter_nb(values, domains, np.asarray(domain_offsets, dtype=out.dtype), np.int64(first_position),
+                np.int64(global_batch_size), np.int64(per_device), np.int64(num_workers),
+                np.int64(first_batch), out)  # fmt: skip

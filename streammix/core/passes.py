@@ -1,0 +1,247 @@
+"""Domain passes: a domain's endless stream of shuffled samples, computed by random access.
+
+A domain's stream is the concatenation of passes 0, 1, 2, ...; pass ``k`` lists every
+*element* of the domain once, where sample ``i`` contributes ``repeat_counts[i]`` elements
+(1 each by default; samples with count 0 never appear). Element ``e`` of the stream is
+offset ``e % pass_size`` of pass ``e // pass_size``.
+
+Pass ``k`` of domain ``d`` is shuffled with shard locality:
+
+1. shard order: position ``j`` of the pass's shard order holds shard
+   ``permute_index(j, S, key(seed, PURPOSE_SHARD_ORDER, d, k))`` (keyed Feistel, O(1) each);
+2. consecutive groups of ``window_shards`` shards of that order form windows, listed in
+   order; window ``w`` first lists its shards' elements shard by shard (each sample id
+   ``repeat_counts[i]`` times), then shuffles that list with a Fisher-Yates pass driven by
+   the counter-based RNG: for ``i = n-1 .. 1``, ``r = key(seed, PURPOSE_WINDOW, d, k, w, i)``,
+   swap ``i`` with ``j = ((r >> 32) * (i + 1)) >> 32``.
+
+An offset maps to its window by a binary search in the pass's window prefix sums (``O(S)``
+per pass, cached). The window itself is materialized once and cached (``8 * n_w`` bytes
+per domain): Fisher-Yates costs about a nanosecond per element, where a random-access
+permutation with cycle walking costs tens of nanoseconds per element, and readers move
+through windows in order. Any contiguous range of a pass touches whole windows only, so a
+reader's working set of shards is at most ``window_shards`` per window it is in. No memory
+grows with the number of samples beyond the caller's repeat counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from streammix.core.rng import (
+    PURPOSE_SHARD_ORDER,
+    PURPOSE_WINDOW,
+    derive_key,
+    feistel_half_bits,
+    fold_nb,
+    mix64,
+    permute_index_nb,
+    permute_index_reference,
+)
+
+DEFAULT_WINDOW_SHARDS = 4
+_U32 = np.uint64(32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainLayout:
+    """Shard structure of one domain: samples per shard and optional repeat counts."""
+
+    shard_sizes: tuple[int, ...]
+    repeat_counts: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        sizes = tuple(int(s) for s in self.shard_sizes)
+        if any(s < 0 for s in sizes):
+            raise ValueError(f"shard_sizes must be non-negative, got {sizes}")
+        object.__setattr__(self, "shard_sizes", sizes)
+        if self.repeat_counts is not None:
+            counts = np.asarray(self.repeat_counts)
+            if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer):
+                raise TypeError("repeat_counts must be a 1-D integer array")
+            if counts.shape[0] != sum(sizes):
+                raise ValueError(
+                    f"repeat_counts has {counts.shape[0]} entries, the shards hold {sum(sizes)} samples"
+                )
+            if counts.size and counts.min() < 0:
+                raise ValueError("repeat_counts must be >= 0")
+            counts = counts.astype(np.int64)
+            counts.setflags(write=False)
+            object.__setattr__(self, "repeat_counts", counts)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.shard_sizes)
+
+    @property
+    def pass_size(self) -> int:
+        """Elements in one pass: the sum of repeat counts (or the number of samples)."""
+        if self.repeat_counts is None:
+            return self.num_samples
+        return int(self.repeat_counts.sum())
+
+
+class PassTables:
+    """Per-domain constant arrays plus a cache of one pass's tables and one window."""
+
+    def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int) -> None:
+        if window_shards < 1:
+            raise ValueError(f"window_shards must be >= 1, got {window_shards}")
+        sizes = np.asarray(layout.shard_sizes, dtype=np.int64)
+        self.num_shards = sizes.shape[0]
+        self.window_shards = int(window_shards)
+        self.shard_sample_start = np.zeros(self.num_shards + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.shard_sample_start[1:])
+        if layout.repeat_counts is None:
+            self.counts = np.zeros(0, dtype=np.int64)
+            self.shard_elems = sizes
+        else:
+            self.counts = layout.repeat_counts
+            ends = np.concatenate(([0], np.cumsum(self.counts)))[self.shard_sample_start]
+            self.shard_elems = np.diff(ends)
+        self.pass_size = int(self.shard_elems.sum())
+        self.order_key = np.uint64(derive_key(seed, PURPOSE_SHARD_ORDER, domain))
+        self.window_key = np.uint64(derive_key(seed, PURPOSE_WINDOW, domain))
+        num_windows = -(-self.num_shards // self.window_shards)
+        self.cache_order = np.zeros(self.num_shards, dtype=np.int64)
+        self.cache_prefix = np.zeros(num_windows + 1, dtype=np.int64)
+        largest_window = int(np.sort(self.shard_elems)[::-1][: self.window_shards].sum())
+        if largest_window >= 1 << 32:
+            raise ValueError(f"a window of {largest_window} elements is too large (max 2**32 - 1)")
+        self.cache_window = np.zeros(largest_window, dtype=np.int64)
+        self.cache_ids = np.array([-1, -1], dtype=np.int64)  # (pass, window) held in the cache
+
+    def elements_to_samples(self, first_element: int, count: int,
+                            out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """Sample ids of stream elements ``[first_element, first_element + count)``.
+
+        Written into ``out`` (int64, length ``count``) when given.
+        """
+        if first_element < 0 or count < 0:
+            raise ValueError(f"first_element and count must be >= 0, got {first_element}, {count}")
+        if count > 0 and self.pass_size == 0:
+            raise ValueError("domain has no elements (pass_size 0) but samples were requested")
+        if out is None:
+            out = np.empty(count, dtype=np.int64)
+        elif out.shape != (count,) or out.dtype != np.int64:
+            raise ValueError(f"out must be an int64 array of length {count}")
+        if count:
+            stream_samples_nb(
+                np.int64(first_element), np.int64(self.pass_size), self.shard_elems,
+                self.shard_sample_start, self.counts, np.int64(self.window_shards),
+                self.order_key, self.window_key, self.cache_ids, self.cache_order,
+                self.cache_prefix, self.cache_window, out,
+            )  # fmt: skip
+        return out
+
+
+@numba.njit(cache=True)
+def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
+    num_shards = shard_elems.shape[0]
+    key = fold_nb(order_key, k)
+    hb = feistel_half_bits(max(num_shards, 1))
+    for j in range(num_shards):
+        order[j] = permute_index_nb(j, num_shards, key, hb)
+    prefix[0] = 0
+    for w in range(prefix.shape[0] - 1):
+        total = 0
+        for j in range(w * window_shards, min((w + 1) * window_shards, num_shards)):
+            total += shard_elems[order[j]]
+        prefix[w + 1] = prefix[w] + total
+
+
+@numba.njit(cache=True)
+def _build_window_nb(k, w, window_shards, order, shard_sample_start, counts, window_key, buf):
+    n = 0
+    for j in range(w * window_shards, min((w + 1) * window_shards, order.shape[0])):
+        shard = order[j]
+        for sample in range(shard_sample_start[shard], shard_sample_start[shard + 1]):
+            repeats = 1 if counts.shape[0] == 0 else counts[sample]
+            for _ in range(repeats):
+                buf[n] = sample
+                n += 1
+    key = fold_nb(fold_nb(window_key, k), w)
+    for i in range(n - 1, 0, -1):
+        r = fold_nb(key, i)
+        j = np.int64(((r >> _U32) * np.uint64(i + 1)) >> _U32)
+        buf[i], buf[j] = buf[j], buf[i]
+
+
+@numba.njit(cache=True)
+def _window_of_nb(prefix, offset):
+    lo, hi = 0, prefix.shape[0] - 2
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if prefix[mid] <= offset:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@numba.njit(cache=True)
+def stream_samples_nb(first, pass_size, shard_elems, shard_sample_start, counts, window_shards,
+                      order_key, window_key, cache_ids, order, prefix, window, out):  # fmt: skip
+    i = 0
+    while i < out.shape[0]:
+        element = first + i
+        k = element // pass_size
+        offset = element - k * pass_size
+        if k != cache_ids[0]:
+            _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix)
+            cache_ids[0], cache_ids[1] = k, -1
+        w = _window_of_nb(prefix, offset)
+        if w != cache_ids[1]:
+            _build_window_nb(
+                k, w, window_shards, order, shard_sample_start, counts, window_key, window
+            )
+            cache_ids[1] = w
+        local = offset - prefix[w]
+        run = min(out.shape[0] - i, prefix[w + 1] - offset)
+        out[i : i + run] = window[local : local + run]
+        i += run
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: int,
+                   window_shards: int = DEFAULT_WINDOW_SHARDS) -> list[int]:  # fmt: skip
+    """Pass ``pass_index`` of a domain as a list of sample ids, built the obvious way."""
+    sizes = list(layout.shard_sizes)
+    counts = [1] * sum(sizes) if layout.repeat_counts is None else list(layout.repeat_counts)
+    first_sample = [sum(sizes[:s]) for s in range(len(sizes))]
+    shard_elements = [
+        [i for i in range(first_sample[s], first_sample[s] + sizes[s]) for _ in range(counts[i])]
+        for s in range(len(sizes))
+    ]
+    order_key = derive_key(seed, PURPOSE_SHARD_ORDER, domain, pass_index)
+    order = [permute_index_reference(j, len(sizes), order_key) for j in range(len(sizes))]
+    result: list[int] = []
+    for w, start in enumerate(range(0, len(sizes), window_shards)):
+        window = [e for s in order[start : start + window_shards] for e in shard_elements[s]]
+        key = derive_key(seed, PURPOSE_WINDOW, domain, pass_index, w)
+        for i in range(len(window) - 1, 0, -1):
+            j = ((mix64(key ^ i) >> 32) * (i + 1)) >> 32
+            window[i], window[j] = window[j], window[i]
+        result.extend(window)
+    return result
+
+
+def stream_reference(layout: DomainLayout, *, seed: int, domain: int, first_element: int,
+                     count: int, window_shards: int = DEFAULT_WINDOW_SHARDS) -> list[int]:  # fmt: skip
+    """Elements ``[first_element, first_element + count)`` of the endless stream (reference)."""
+    size = layout.pass_size
+    passes: dict[int, list[int]] = {}
+    result = []
+    for element in range(first_element, first_element + count):
+        k = element // size
+        if k not in passes:
+            passes[k] = pass_reference(
+                layout, seed=seed, domain=domain, pass_index=k, window_shards=window_shards
+            )
+        result.append(passes[k][element % size])
+    return result
