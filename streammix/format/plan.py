@@ -29,15 +29,24 @@ class PlanMismatchError(ValueError):
     """The plan was computed for other data than the dataset it is applied to."""
 
 
-def write_plan(path: str | os.PathLike, *, counts: Mapping[str, np.ndarray],
-               index_fingerprints: Mapping[str, str], config: Mapping[str, Any],
-               report: Mapping[str, Any]) -> Path:
+def write_plan(
+    path: str | os.PathLike,
+    *,
+    counts: Mapping[str, np.ndarray],
+    index_fingerprints: Mapping[str, str],
+    config: Mapping[str, Any],
+    report: Mapping[str, Any],
+) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"a plan file ends in .npz, got {path.name!r}")
-    meta = {"version": PLAN_VERSION, "domains": list(counts),
-            "index_sha256": dict(index_fingerprints), "config": dict(config),
-            "report": report}
+    meta = {
+        "version": PLAN_VERSION,
+        "domains": list(counts),
+        "index_sha256": dict(index_fingerprints),
+        "config": dict(config),
+        "report": report,
+    }
     arrays = {f"counts/{name}": np.asarray(c, dtype=np.int32) for name, c in counts.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
@@ -67,14 +76,16 @@ def read_plan(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.nda
     return meta, counts
 
 
-def read_plan_counts(path: str | os.PathLike, *, names: Sequence[str],
-                     index_fingerprints: Sequence[str]) -> dict[str, np.ndarray]:
+def read_plan_counts(
+    path: str | os.PathLike, *, names: Sequence[str], index_fingerprints: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Counts for the given domains, checked against their ``index.json`` fingerprints."""
     meta, counts = read_plan(path)
     missing = [n for n in names if n not in counts]
     if missing:
-        raise PlanMismatchError(f"plan {path} has no counts for domains {missing}; "
-                                f"it covers {meta['domains']}")
+        raise PlanMismatchError(
+            f"plan {path} has no counts for domains {missing}; it covers {meta['domains']}"
+        )
     for name, fingerprint in zip(names, index_fingerprints):
         if meta["index_sha256"].get(name) != fingerprint:
             raise PlanMismatchError(

@@ -1,0 +1,228 @@
+"""Stage 3, *cluster*: decisions that need every document of the build at once.
+
+All prepared units are read in plan order (domains in the given order, then units, then
+records); a document's position in that order is its **sample key**, a stable global id
+that the sidecar keeps. Over all domains together this stage computes:
+
+- near-duplicate clusters from the MinHash signatures (LSH + union-find); a cluster's id is
+  the smallest sample key among its members;
+- topic clusters (a looser LSH pass, ``topic_threshold``, over the same signatures: the
+  cheaper of the two options ``streammix.metadata.diversity`` offers) and the diversity
+  score (``streammix.metadata.diversity``);
+- the normalized quality: ``rank_normalize`` of the raw scores over the whole build
+  (average ranks of ties, scaled to [0, 1]), so scores are comparable across domains;
+- with ``dedup``, every cluster keeps its member with the smallest key (the cluster id);
+  the others are marked removed and listed in ``OUT/dedup_removed.jsonl`` with the sample
+  they duplicate, so nothing disappears unaccounted;
+- the validation split, per domain, among the kept documents: ``--val-fraction f`` puts a
+  document in validation when its split hash (see *prepare*) is below ``f * 2**64``;
+  ``--val-samples n`` takes the ``n`` smallest split hashes (ties by sample key).
+
+The result is one row per sample key in ``cluster.parquet`` in the work folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streammix.build.config import BuildConfig, BuildError
+from streammix.build.plan import Plan
+from streammix.build.prepare import unit_path
+from streammix.build.workdir import atomic_write_bytes
+
+CLUSTER_NAME = "cluster.parquet"
+DEDUP_LIST_NAME = "dedup_removed.jsonl"
+SPLIT_TRAIN, SPLIT_VAL, SPLIT_REMOVED = 0, 1, -1
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildIndex:
+    """Per-sample-key columns gathered from every unit, in plan order."""
+
+    domain: np.ndarray  # int32 domain index
+    unit_offsets: np.ndarray  # int64, first key of each unit (len = units + 1)
+    signatures: np.ndarray  # uint32 (N, num_perm)
+    quality: np.ndarray  # float32 raw scores
+    split_hash: np.ndarray  # uint64
+
+
+def gather(plan: Plan, units_dir: Path, domain_names: list[str], num_perm: int) -> BuildIndex:
+    """Read the small columns of every prepared unit into global arrays."""
+    domain_of = {name: i for i, name in enumerate(domain_names)}
+    counts, domains, signatures, quality, hashes = [], [], [], [], []
+    for unit in plan.units:
+        table = pq.read_table(
+            unit_path(units_dir, unit.index), columns=["signature", "quality", "split_hash"]
+        )
+        counts.append(table.num_rows)
+        domains.append(np.full(table.num_rows, domain_of[unit.domain], dtype=np.int32))
+        flat = table["signature"].combine_chunks().values.to_numpy(zero_copy_only=False)
+        signatures.append(np.asarray(flat, dtype=np.uint32).reshape(table.num_rows, num_perm))
+        quality.append(np.asarray(table["quality"], dtype=np.float32))
+        hashes.append(np.asarray(table["split_hash"], dtype=np.uint64))
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(counts, dtype=np.int64), out=offsets[1:])
+    return BuildIndex(
+        domain=_concat(domains, np.int32),
+        unit_offsets=offsets,
+        signatures=_concat(signatures, np.uint32).reshape(-1, num_perm),
+        quality=_concat(quality, np.float32),
+        split_hash=_concat(hashes, np.uint64),
+    )
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
+    """Compute (or reuse) ``cluster.parquet``; write ``dedup_removed.jsonl`` with ``dedup``."""
+    target = work / CLUSTER_NAME
+    if target.exists():
+        return target
+    names = [d.name for d in config.domains]
+    index = gather(plan, work / "units", names, config.minhash_num_perm)
+    columns = cluster_columns(index, config)
+    split = assign_splits(index, columns["dup_cluster_id"], config, names)
+    columns["split"] = split
+    _check_domains_not_empty(index, split, names)
+    if config.dedup:
+        removed = np.flatnonzero(split == SPLIT_REMOVED)
+        _write_removed_list(
+            out / DEDUP_LIST_NAME, removed, columns["dup_cluster_id"], index, plan, work, names
+        )
+    table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    table = table.replace_schema_metadata(
+        {"streammix.unit_offsets": json.dumps(index.unit_offsets.tolist())}
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(target, sink.getvalue().to_pybytes())
+    return target
+
+
+def _check_domains_not_empty(index: BuildIndex, split: np.ndarray, names: list[str]) -> None:
+    for d, name in enumerate(names):
+        if not np.any((index.domain == d) & (split == SPLIT_TRAIN)):
+            raise BuildError(
+                f"domain {name!r} has no usable documents (see rejects.jsonl in --out for why)"
+            )
+
+
+def cluster_columns(index: BuildIndex, config: BuildConfig) -> dict[str, np.ndarray]:
+    """Duplicate clusters, topic clusters, diversity and normalized quality per sample key."""
+    from streammix.metadata.clusters import duplicate_clusters
+    from streammix.metadata.normalize import rank_normalize
+
+    n = len(index.domain)
+    if n == 0:
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return {
+            "dup_cluster_id": empty_i,
+            "dup_cluster_size": empty_i,
+            "topic_cluster_id": empty_i,
+            "diversity": empty_f,
+            "quality_norm": empty_f,
+        }
+    dup_id, dup_size = duplicate_clusters(index.signatures, threshold=config.dedup_threshold)
+    topic_id, diversity = topic_and_diversity(
+        index.signatures, dup_id, dup_size, config.topic_threshold
+    )
+    return {
+        "dup_cluster_id": np.asarray(dup_id, dtype=np.int64),
+        "dup_cluster_size": np.asarray(dup_size, dtype=np.int64),
+        "topic_cluster_id": np.asarray(topic_id, dtype=np.int64),
+        "diversity": np.asarray(diversity, dtype=np.float32),
+        "quality_norm": np.asarray(rank_normalize(index.quality), dtype=np.float32),
+    }
+
+
+def topic_and_diversity(
+    signatures: np.ndarray, dup_id: np.ndarray, dup_size: np.ndarray, topic_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Topic clusters (LSH at ``topic_threshold`` over the same signatures) and diversity."""
+    from streammix.metadata.clusters import topic_clusters
+    from streammix.metadata.diversity import diversity_scores
+
+    topic_id, _ = topic_clusters(signatures, threshold=topic_threshold)
+    diversity = diversity_scores(
+        signatures, dup_cluster_size=dup_size, topic_cluster_id=topic_id, dup_cluster_id=dup_id
+    )
+    return topic_id, diversity
+
+
+def assign_splits(
+    index: BuildIndex, dup_id: np.ndarray, config: BuildConfig, names: list[str]
+) -> np.ndarray:
+    """``SPLIT_TRAIN``/``SPLIT_VAL``/``SPLIT_REMOVED`` per sample key (module docstring)."""
+    keys = np.arange(len(index.domain), dtype=np.int64)
+    split = np.full(len(keys), SPLIT_TRAIN, dtype=np.int8)
+    if config.dedup:
+        split[dup_id != keys] = SPLIT_REMOVED
+    if config.val_fraction > 0:
+        threshold = np.uint64(min(int(config.val_fraction * 2.0**64), 2**64 - 1))
+        split[(split == SPLIT_TRAIN) & (index.split_hash < threshold)] = SPLIT_VAL
+    elif config.val_samples > 0:
+        for d, name in enumerate(names):
+            candidates = np.flatnonzero((index.domain == d) & (split == SPLIT_TRAIN))
+            if config.val_samples >= len(candidates):
+                raise BuildError(
+                    f"--val-samples {config.val_samples} leaves no training samples in domain"
+                    f" {name!r} ({len(candidates)} samples)"
+                )
+            order = np.lexsort((candidates, index.split_hash[candidates]))
+            split[candidates[order[: config.val_samples]]] = SPLIT_VAL
+    return split
+
+
+def _write_removed_list(
+    path: Path,
+    removed: np.ndarray,
+    dup_id: np.ndarray,
+    index: BuildIndex,
+    plan: Plan,
+    work: Path,
+    names: list[str],
+) -> None:
+    needed = np.union1d(removed, dup_id[removed])
+    located = _locate(needed, index, plan, work)
+    lines = []
+    for key in removed.tolist():
+        kept = int(dup_id[key])
+        lines.append(
+            json.dumps(
+                {
+                    "domain": names[index.domain[key]],
+                    "sample_key": key,
+                    **located[key],
+                    "duplicate_of": {
+                        "domain": names[index.domain[kept]],
+                        "sample_key": kept,
+                        **located[kept],
+                    },
+                },
+                ensure_ascii=False,
+            )
+        )
+    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def _locate(keys: np.ndarray, index: BuildIndex, plan: Plan, work: Path) -> dict[int, dict]:
+    """``source`` and ``id`` of the given sample keys, read from their units."""
+    found: dict[int, dict] = {}
+    unit_of = np.searchsorted(index.unit_offsets, keys, side="right") - 1
+    for u in np.unique(unit_of).tolist():
+        table = pq.read_table(
+            unit_path(work / "units", plan.units[u].index), columns=["source", "id"]
+        )
+        sources, ids = table["source"].to_pylist(), table["id"].to_pylist()
+        for key in keys[unit_of == u].tolist():
+            row = key - int(index.unit_offsets[u])
+            found[key] = {"source": sources[row], "id": ids[row]}
+    return found

@@ -1,0 +1,185 @@
+"""Configuration of one ``streammix-build`` run and the errors a user can cause.
+
+``BuildConfig`` is the only input of ``streammix.build.run_build``. Its ``fingerprint``
+(sha256 of the canonical JSON of every field that changes the output) is stored in the
+work folder and in the manifest: a rerun with the same fingerprint resumes or reports the
+finished build, a different one is refused. ``workers``, ``progress`` and ``overwrite``
+do not change the output and are left out of the fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+VAL_SUFFIX = "-val"
+# The shard compressions of mosaicml-streaming (checked here without importing it).
+COMPRESSION = re.compile(r"^(br|bz2|gz|snappy|zstd)(:\d+)?$")
+
+
+class BuildError(ValueError):
+    """A user mistake or unusable input; the CLI prints it as one line and exits 2."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainSpec:
+    """One domain: its name and the path, directory or glob of its input files."""
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildConfig:
+    """Everything ``streammix-build`` needs (YAML and flags are parsed by the CLI only)."""
+
+    domains: tuple[DomainSpec, ...]
+    out: str
+    text_field: str = "text"
+    id_field: str | None = None
+    tokenizer: str | None = None
+    scorer: str = "heuristic"
+    minhash_num_perm: int = 128
+    minhash_seed: int = 1
+    minhash_scheme: str = "affine32"
+    shingle: Any = None  # streammix.metadata.shingle.ShingleConfig; None = its defaults
+    dedup: bool = False
+    dedup_threshold: float = 0.8
+    topic_threshold: float = 0.5
+    val_fraction: float = 0.0
+    val_samples: int = 0
+    seed: int = 0
+    max_doc_bytes: int = 10_000_000
+    strict: bool = False
+    compression: str | None = "zstd"
+    size_limit: int = 1 << 26
+    unit_bytes: int = 16 << 20
+    batch_size: int = 256
+    workers: int = 1  # prepare-stage processes; 0 = in the calling process (tests)
+    progress: bool = True
+    overwrite: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def shingle_config(self) -> Any:
+        from streammix.metadata.shingle import ShingleConfig
+
+        return self.shingle if self.shingle is not None else ShingleConfig()
+
+    def output_fields(self) -> dict[str, Any]:
+        """The fields that determine the output, in plain JSON types."""
+        shingle = self.shingle_config()
+        return {
+            "domains": [{"name": d.name, "source": _absolute(d.source)} for d in self.domains],
+            "text_field": self.text_field,
+            "id_field": self.id_field,
+            "tokenizer": _absolute(self.tokenizer) if self.tokenizer else None,
+            "scorer": self.scorer,
+            "minhash": {
+                "num_perm": self.minhash_num_perm,
+                "seed": self.minhash_seed,
+                "scheme": self.minhash_scheme,
+                "shingle": _plain(dataclasses.asdict(shingle)),
+            },
+            "dedup": self.dedup,
+            "dedup_threshold": self.dedup_threshold,
+            "topic_threshold": self.topic_threshold,
+            "val_fraction": self.val_fraction,
+            "val_samples": self.val_samples,
+            "seed": self.seed,
+            "max_doc_bytes": self.max_doc_bytes,
+            "strict": self.strict,
+            "compression": self.compression,
+            "size_limit": self.size_limit,
+            "unit_bytes": self.unit_bytes,
+            "extra": _plain(self.extra),
+        }
+
+    def fingerprint(self) -> str:
+        text = json.dumps(self.output_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _absolute(path: str) -> str:
+    """Inputs are recorded as absolute paths, so a rerun from another folder matches."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _validate(config: BuildConfig) -> None:
+    if not config.domains:
+        raise BuildError("no domains given (use --domain NAME=PATH or a --config file)")
+    seen: set[str] = set()
+    for domain in config.domains:
+        if not isinstance(domain, DomainSpec):
+            raise TypeError(f"domains must be DomainSpec objects, got {type(domain).__name__}")
+        if not DOMAIN_NAME.match(domain.name) or domain.name.endswith(VAL_SUFFIX):
+            raise BuildError(
+                f"invalid domain name {domain.name!r}: use letters, digits, '_', '.', '-'"
+                f" (not starting with '.' or '-', not ending in {VAL_SUFFIX!r})"
+            )
+        if domain.name in seen:
+            raise BuildError(f"two domains are named {domain.name!r}; domain names must be unique")
+        seen.add(domain.name)
+        if not domain.source:
+            raise BuildError(f"domain {domain.name!r} has an empty input path")
+    if not config.out:
+        raise BuildError("no output folder given (--out DIR)")
+    if not config.text_field:
+        raise BuildError("--text-field must not be empty")
+    _check_range("val_fraction", config.val_fraction, 0.0, 1.0, inclusive_high=False)
+    _check_range("dedup_threshold", config.dedup_threshold, 0.0, 1.0, inclusive_low=False)
+    _check_range("topic_threshold", config.topic_threshold, 0.0, 1.0, inclusive_low=False)
+    if config.val_samples < 0:
+        raise BuildError(f"--val-samples must be >= 0, got {config.val_samples}")
+    if config.val_samples and config.val_fraction:
+        raise BuildError("give either --val-fraction or --val-samples, not both")
+    for name in ("minhash_num_perm", "max_doc_bytes", "size_limit", "unit_bytes", "batch_size"):
+        if int(getattr(config, name)) <= 0:
+            raise BuildError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.workers < 0:
+        raise BuildError(f"--workers must be >= 1, got {config.workers}")
+    if config.seed < 0 or config.minhash_seed < 0:
+        raise BuildError("seeds must be non-negative integers")
+    from streammix.metadata.minhash import SCHEMES
+
+    if config.minhash_scheme not in SCHEMES:
+        raise BuildError(
+            f"unknown MinHash scheme {config.minhash_scheme!r}; choose one of {SCHEMES}"
+        )
+    if config.compression is not None and not COMPRESSION.match(config.compression):
+        raise BuildError(f"unknown compression {config.compression!r} (e.g. zstd, zstd:9)")
+
+
+def _check_range(
+    name: str,
+    value: float,
+    low: float,
+    high: float,
+    *,
+    inclusive_low: bool = True,
+    inclusive_high: bool = True,
+) -> None:
+    ok_low = value >= low if inclusive_low else value > low
+    ok_high = value <= high if inclusive_high else value < high
+    if not (ok_low and ok_high):
+        lo = "[" if inclusive_low else "("
+        hi = "]" if inclusive_high else ")"
+        raise BuildError(f"{name} must lie in {lo}{low}, {high}{hi}, got {value}")

@@ -1,0 +1,237 @@
+"""``run_build``: the five stages of ``streammix-build`` in order, resumable at any point.
+
+1. *plan* (``streammix.build.plan``): input files -> fixed work units;
+2. *prepare* (``streammix.build.prepare``): units -> parquet files, in a ``spawn`` pool of
+   ``workers`` processes (``workers=0`` runs them in the calling process);
+3. *cluster* (``streammix.build.cluster``): duplicate and topic clusters, diversity,
+   normalized quality, dedup and validation split over all domains together;
+4. *write* (``streammix.build.write``): MDS Streams and sidecars, folder by folder;
+5. *manifest*: ``rejects.jsonl``, then ``streammix.yaml`` last, then the work folder is
+   deleted.
+
+Every stage skips work whose output already exists under its final name, so running the
+same build again after it was killed finishes it, and the output has the same bytes as an
+uninterrupted run (nothing in it depends on time, process ids or the number of workers).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streammix.build.cluster import SPLIT_REMOVED, run_cluster
+from streammix.build.config import BuildConfig, BuildError
+from streammix.build.plan import Plan, list_inputs, run_plan
+from streammix.build.prepare import (
+    UnitPreparer,
+    UnitStats,
+    init_worker,
+    load_tokenizer,
+    prepare_in_worker,
+    rejects_path,
+    settings_from_config,
+    stats_from_file,
+    token_dtype_for,
+    unit_path,
+)
+from streammix.build.summary import BuildSummary, manifest_data
+from streammix.build.workdir import OutputState, atomic_write_bytes, open_output
+from streammix.build.write import StreamResult, WriteContext, run_write
+from streammix.format.manifest import read_manifest, write_manifest
+from streammix.format.readers import InputError
+
+REJECTS_NAME = "rejects.jsonl"
+
+
+@dataclass(kw_only=True)
+class _Progress:
+    """A tqdm bar over input bytes with docs/s beside the byte rate (stderr)."""
+
+    enabled: bool
+    total: int
+    started: float = field(default_factory=time.perf_counter)
+    docs: int = 0
+    bar: Any = None
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                unit="B",
+                unit_scale=True,
+                desc="prepare",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+
+    def update(self, stats: UnitStats) -> None:
+        self.docs += stats.num_docs
+        if self.bar is not None:
+            self.bar.update(stats.input_bytes)
+            rate = self.docs / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{self.docs} docs, {rate:,.0f} docs/s", refresh=False)
+
+    def close(self, *, failed: bool = False) -> None:
+        if self.bar is not None:
+            self.bar.leave = not failed  # an error line should stand alone on the terminal
+            self.bar.close()
+
+
+def run_build(config: BuildConfig) -> BuildSummary:
+    """Build (or finish building) ``config.out``; returns what was built."""
+    started = time.perf_counter()
+    clock = _StageClock()
+    tokenizer_info, tokenizer_json = _check_tokenizer_and_scorer(config)
+    listing = list_inputs(config)
+    state = open_output(config.out, config.fingerprint(), overwrite=config.overwrite)
+    if state.finished:
+        return BuildSummary.from_manifest(read_manifest(state.out), elapsed=0.0, resumed=True)
+    plan = clock.run("plan", run_plan, config, state.work, listing)
+    stats = clock.run("prepare", _run_prepare, config, plan, state, tokenizer_json)
+    _write_rejects(plan, state)
+    clock.run("cluster", run_cluster, config, plan, state.work, state.out)
+    streams = clock.run("write", _run_write, config, plan, state, tokenizer_info["dtype"])
+    removed = _removed_per_domain(config, plan, state)
+    data = manifest_data(config, tokenizer_info, streams, stats, removed, plan)
+    for leftover in state.out.glob(".*.tmp"):  # temporary files of a killed run
+        leftover.unlink()
+    write_manifest(state.out, data)
+    shutil.rmtree(state.work, ignore_errors=True)
+    return BuildSummary.from_manifest(
+        read_manifest(state.out),
+        elapsed=time.perf_counter() - started,
+        resumed=False,
+        input_bytes=plan.input_bytes,
+        stage_seconds=clock.seconds,
+    )
+
+
+@dataclass(kw_only=True)
+class _StageClock:
+    """Wall-clock seconds per stage, for the summary (never written to the output)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, function: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            self.seconds[name] = time.perf_counter() - started
+
+
+def _check_tokenizer_and_scorer(config: BuildConfig) -> tuple[dict[str, Any], str | None]:
+    """Fail early on a bad scorer or tokenizer; the tokenizer's facts and serialized backend."""
+    from streammix.metadata.quality import make_scorer
+
+    try:
+        make_scorer(config.scorer)
+    except (ValueError, TypeError, ImportError) as exc:
+        raise BuildError(f"--quality {config.scorer}: {exc}") from None
+    if config.tokenizer is None:
+        return {"tokenizer": None, "vocab_size": None, "dtype": None}, None
+    tokenizer = load_tokenizer(config.tokenizer)
+    vocab_size = len(tokenizer)
+    info = {
+        "tokenizer": config.tokenizer,
+        "vocab_size": vocab_size,
+        "dtype": token_dtype_for(vocab_size),
+    }
+    return info, tokenizer.backend_tokenizer.to_str()
+
+
+def _run_prepare(
+    config: BuildConfig, plan: Plan, state: OutputState, tokenizer_json: str | None
+) -> list[UnitStats]:
+    settings = settings_from_config(config, state.work, tokenizer_json)
+    progress = _Progress(enabled=config.progress, total=plan.input_bytes)
+    results: dict[int, UnitStats] = {}
+    pending = []
+    for unit in plan.units:
+        done = unit_path(settings.units_dir, unit.index)
+        if done.exists():
+            results[unit.index] = stats_from_file(done, unit)
+            progress.update(results[unit.index])
+        else:
+            pending.append(unit)
+    try:
+        if config.workers == 0 and pending:
+            preparer = UnitPreparer(settings)
+            for unit in pending:
+                results[unit.index] = preparer.run(unit)
+                progress.update(results[unit.index])
+        elif pending:
+            context = multiprocessing.get_context("spawn")
+            processes = min(config.workers, len(pending))
+            with context.Pool(processes, initializer=init_worker, initargs=(settings,)) as pool:
+                for stats in pool.imap(prepare_in_worker, pending, chunksize=1):
+                    results[stats.index] = stats
+                    progress.update(stats)
+    except InputError as exc:
+        progress.close(failed=True)
+        raise BuildError(str(exc)) from None
+    except BaseException:
+        progress.close(failed=True)
+        raise
+    progress.close()
+    return [results[unit.index] for unit in plan.units]
+
+
+def _write_rejects(plan: Plan, state: OutputState) -> None:
+    parts = [rejects_path(state.work / "units", unit.index).read_bytes() for unit in plan.units]
+    atomic_write_bytes(state.out / REJECTS_NAME, b"".join(parts))
+
+
+def _run_write(
+    config: BuildConfig, plan: Plan, state: OutputState, dtype: str | None
+) -> list[StreamResult]:
+    metadata = {
+        "streammix.minhash": config.output_fields()["minhash"],
+        "streammix.quality": {"scorer": config.scorer, "normalization": "rank over the build"},
+    }
+    context = WriteContext(
+        config=config,
+        plan=plan,
+        work=state.work,
+        out=state.out,
+        token_dtype=dtype,
+        sidecar_metadata=metadata,
+    )
+    bar = None
+    if config.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="write", unit=" samples", file=sys.stderr, dynamic_ncols=True)
+    try:
+        return run_write(context, bar.update if bar is not None else lambda n: None)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _removed_per_domain(config: BuildConfig, plan: Plan, state: OutputState) -> dict[str, int]:
+    import json
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    cluster = pq.read_table(state.work / "cluster.parquet", columns=["split"])
+    offsets = json.loads(cluster.schema.metadata[b"streammix.unit_offsets"])
+    split = cluster["split"].to_numpy()
+    removed = {spec.name: 0 for spec in config.domains}
+    for unit in plan.units:
+        part = split[offsets[unit.index] : offsets[unit.index + 1]]
+        removed[unit.domain] += int(np.count_nonzero(part == SPLIT_REMOVED))
+    return removed
+
+
+def describe_output(out: str | Path) -> str:
+    """A one-paragraph description of a finished build (used by ``--help`` examples)."""
+    return BuildSummary.from_manifest(read_manifest(out), elapsed=0.0, resumed=True).format()

@@ -1,0 +1,305 @@
+"""Stage 2, *prepare*: turn each work unit into one parquet file of documents and metadata.
+
+For every unit (in parallel over a ``spawn`` process pool; each unit is independent) the
+records are read and validated, then, in batches of ``batch_size`` documents:
+
+- tokenized with the fast tokenizer's batched encoder (no special tokens added; packing
+  adds separators later) when ``--tokenizer`` is given, else the UTF-8 byte count is kept;
+- scored by the quality scorer (raw score plus the scorer's signal columns);
+- given a MinHash signature from the configured shingling;
+- given a *split hash*: the first 8 bytes (little endian) of ``blake2b(seed || text)``.
+  The validation split compares it with the fraction (stage *cluster*), so a document's
+  split depends only on its text and the seed, never on its position or the unit cut.
+
+The unit's documents go to ``units/uNNNNNN.parquet`` and its rejected records to
+``units/uNNNNNN.rejects.jsonl``; both are renamed into place, rejects first, so an existing
+parquet marks a finished unit that a resumed build skips. With ``strict`` the first
+rejected record stops the build with a ``BuildError`` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streammix.build.config import BuildConfig, BuildError
+from streammix.build.workdir import atomic_write_bytes
+from streammix.format.readers import RawRecord, ReadOptions, RecordProblem, WorkUnit, read_unit
+
+UNITS_DIR = "units"
+NO_TOKENS = "document has no tokens under --tokenizer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareSettings:
+    """What a worker process needs (picklable; the heavy objects are built in the worker)."""
+
+    read: ReadOptions
+    tokenizer_json: str | None  # the fast tokenizer's Rust backend, serialized
+    scorer: str
+    num_perm: int
+    minhash_seed: int
+    scheme: str
+    shingle: Any
+    split_seed: int
+    strict: bool
+    batch_size: int
+    units_dir: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitStats:
+    """Counts of one finished unit (for the progress bar and the summary)."""
+
+    index: int
+    num_docs: int
+    num_rejects: int
+    input_bytes: int
+    text_bytes: int
+
+
+def settings_from_config(
+    config: BuildConfig, work: Path, tokenizer_json: str | None
+) -> PrepareSettings:
+    return PrepareSettings(
+        read=ReadOptions(
+            text_field=config.text_field,
+            id_field=config.id_field,
+            max_doc_bytes=config.max_doc_bytes,
+        ),
+        tokenizer_json=tokenizer_json,
+        scorer=config.scorer,
+        num_perm=config.minhash_num_perm,
+        minhash_seed=config.minhash_seed,
+        scheme=config.minhash_scheme,
+        shingle=config.shingle_config(),
+        split_seed=config.seed,
+        strict=config.strict,
+        batch_size=config.batch_size,
+        units_dir=str(work / UNITS_DIR),
+    )
+
+
+def unit_path(units_dir: str | Path, index: int) -> Path:
+    return Path(units_dir) / f"u{index:06d}.parquet"
+
+
+def rejects_path(units_dir: str | Path, index: int) -> Path:
+    return Path(units_dir) / f"u{index:06d}.rejects.jsonl"
+
+
+def load_tokenizer(path: str) -> Any:
+    """A fast Hugging Face tokenizer from a local folder, or a ``BuildError`` saying why not."""
+    if not os.path.isdir(path):
+        raise BuildError(f"--tokenizer {path}: no such folder (a local tokenizer folder is needed)")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
+    except Exception as exc:  # transformers raises many kinds for a folder it cannot use
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(f"--tokenizer {path}: cannot load a tokenizer: {message}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise BuildError(f"--tokenizer {path}: not a fast (Rust) tokenizer")
+    return tokenizer
+
+
+def token_dtype_for(vocab_size: int) -> str:
+    """``uint16`` when every id fits in 16 bits, else ``uint32``."""
+    return "uint16" if vocab_size <= 1 << 16 else "uint32"
+
+
+def split_hash(text: str, seed: int) -> int:
+    """A stable 64-bit hash of the document text and the build seed."""
+    digest = hashlib.blake2b(seed.to_bytes(8, "little") + text.encode("utf-8"), digest_size=8)
+    return int.from_bytes(digest.digest(), "little")
+
+
+class UnitPreparer:
+    """Holds the tokenizer and scorer of one process and prepares units with them."""
+
+    def __init__(self, settings: PrepareSettings) -> None:
+        from streammix.metadata.quality import make_scorer
+
+        self.settings = settings
+        self.tokenizer = None
+        if settings.tokenizer_json is not None:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_str(settings.tokenizer_json)
+        self.scorer = make_scorer(settings.scorer)
+
+    def run(self, unit: WorkUnit) -> UnitStats:
+        target = unit_path(self.settings.units_dir, unit.index)
+        if target.exists():
+            return stats_from_file(target, unit)
+        documents, problems = self._read(unit)
+        table = self._table(documents, problems)
+        table = table.replace_schema_metadata(
+            {"streammix.unit": json.dumps({"rejects": len(problems), "bytes": unit.num_bytes})}
+        )
+        lines = [
+            json.dumps(
+                {"domain": unit.domain, "source": p.source, "reason": p.reason, "detail": p.detail},
+                ensure_ascii=False,
+            )
+            for p in problems
+        ]
+        atomic_write_bytes(
+            rejects_path(self.settings.units_dir, unit.index),
+            "".join(line + "\n" for line in lines).encode("utf-8"),
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        atomic_write_bytes(target, sink.getvalue().to_pybytes())
+        return _stats(unit, table, len(problems))
+
+    def _reject(self, problems: list[RecordProblem], problem: RecordProblem) -> None:
+        if self.settings.strict:
+            raise BuildError(f"{problem.message()} (--strict stops at the first bad record)")
+        problems.append(problem)
+
+    def _tokenize(
+        self, documents: Sequence[RawRecord], problems: list[RecordProblem]
+    ) -> tuple[pa.Array, list[RawRecord]]:
+        """Token ids of the documents; a document without any token is rejected."""
+        encodings = self.tokenizer.encode_batch(
+            [doc.text for doc in documents], add_special_tokens=False
+        )
+        kept, ids = [], []
+        for doc, encoding in zip(documents, encodings):
+            if encoding.ids:
+                kept.append(doc)
+                ids.append(encoding.ids)
+            else:
+                self._reject(problems, RecordProblem(reason=NO_TOKENS, source=doc.source))
+        return _token_array(ids), kept
+
+    def _read(self, unit: WorkUnit) -> tuple[list[RawRecord], list[RecordProblem]]:
+        documents: list[RawRecord] = []
+        problems: list[RecordProblem] = []
+        for item in read_unit(unit, self.settings.read):
+            if isinstance(item, RecordProblem):
+                self._reject(problems, item)
+            else:
+                documents.append(item)
+        return documents, problems
+
+    def _table(self, documents: list[RawRecord], problems: list[RecordProblem]) -> pa.Table:
+        step = self.settings.batch_size
+        batches = []
+        for start in range(0, len(documents), step):
+            batches.append(self._batch(documents[start : start + step], problems))
+        if not batches:
+            batches = [self._batch([], problems)]
+        return pa.concat_tables(batches, promote_options="default")
+
+    def _batch(self, documents: Sequence[RawRecord], problems: list[RecordProblem]) -> pa.Table:
+        from streammix.metadata.minhash import signatures_from_texts
+
+        s = self.settings
+        token_lists = None
+        if self.tokenizer is not None:
+            token_lists, documents = self._tokenize(documents, problems)
+        texts = [doc.text for doc in documents]
+        records = [doc.record for doc in documents]
+        try:
+            scores = self.scorer.score(texts, records)
+        except (ValueError, TypeError, KeyError) as exc:
+            where = documents[0].source if documents else "?"
+            raise BuildError(
+                f"--quality {s.scorer} failed on a batch from {where}: {exc}"
+            ) from None
+        signatures = signatures_from_texts(
+            texts,
+            shingle_config=s.shingle,
+            num_perm=s.num_perm,
+            seed=s.minhash_seed,
+            scheme=s.scheme,
+        )
+        signatures = np.ascontiguousarray(signatures).reshape(len(texts), s.num_perm)
+        columns: dict[str, pa.Array] = {
+            "text": pa.array(texts, type=pa.large_string()),
+            "source": pa.array([doc.source for doc in documents], type=pa.string()),
+            "id": pa.array([doc.doc_id for doc in documents], type=pa.string()),
+            "meta": pa.array(
+                [_meta_json(doc.record, s.read.text_field) for doc in documents], type=pa.string()
+            ),
+            "num_bytes": pa.array([len(t.encode("utf-8")) for t in texts], type=pa.int64()),
+            "split_hash": pa.array([split_hash(t, s.split_seed) for t in texts], type=pa.uint64()),
+            "quality": pa.array(np.asarray(scores.quality, dtype=np.float32)),
+            "signature": pa.FixedSizeListArray.from_arrays(
+                pa.array(signatures.reshape(-1)), s.num_perm
+            ),
+        }
+        if token_lists is not None:
+            columns["tokens"] = token_lists
+        for name in sorted(scores.signals):
+            columns[f"signal:{name}"] = pa.array(np.asarray(scores.signals[name], np.float32))
+        return pa.table(columns)
+
+
+def _meta_json(record: Any, text_field: str) -> str:
+    meta = {k: v for k, v in dict(record).items() if k != text_field}
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _token_array(ids: list[list[int]]) -> pa.Array:
+    rows = [np.asarray(row, dtype=np.uint32) for row in ids]
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(row) for row in rows], out=offsets[1:])
+    values = np.concatenate(rows) if rows else np.zeros(0, dtype=np.uint32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _stats(unit: WorkUnit, table: pa.Table, num_rejects: int) -> UnitStats:
+    text_bytes = int(np.asarray(table["num_bytes"]).sum()) if table.num_rows else 0
+    return UnitStats(
+        index=unit.index,
+        num_docs=table.num_rows,
+        num_rejects=num_rejects,
+        input_bytes=unit.num_bytes,
+        text_bytes=text_bytes,
+    )
+
+
+def stats_from_file(path: Path, unit: WorkUnit) -> UnitStats:
+    meta = pq.read_schema(path).metadata or {}
+    info = json.loads(meta.get(b"streammix.unit", b"{}"))
+    table = pq.read_table(path, columns=["num_bytes"])
+    return _stats(unit, table, int(info.get("rejects", 0)))
+
+
+# Worker-process side of the pool. The initializer only stores the settings (it must not
+# fail: a failing initializer makes the pool respawn workers forever); the UnitPreparer is
+# built on the worker's first unit, so its errors reach the main process as task errors.
+_SETTINGS: PrepareSettings | None = None
+_PREPARER: UnitPreparer | None = None
+
+
+def init_worker(settings: PrepareSettings) -> None:
+    """Pool initializer: keep the settings; one thread per worker, so N workers use N cores."""
+    global _SETTINGS
+    _SETTINGS = settings
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def prepare_in_worker(unit: WorkUnit) -> UnitStats:
+    """Prepare one unit in a pool process (see ``init_worker``)."""
+    global _PREPARER
+    assert _SETTINGS is not None, "init_worker was not called in this process"
+    if _PREPARER is None:
+        import numba
+
+        numba.set_num_threads(1)
+        _PREPARER = UnitPreparer(_SETTINGS)
+    return _PREPARER.run(unit)

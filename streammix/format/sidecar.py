@@ -1,0 +1,123 @@
+"""The per-sample metadata sidecar ``streammix.parquet`` that sits beside an MDS Stream.
+
+Row ``i`` of the sidecar describes sample ``i`` of the Stream in the same folder (MDS
+order). The columns written by ``streammix-build``:
+
+``sample_key`` (int64)
+    the document's position in the whole build (domains in order, then input order);
+    cluster ids refer to these keys.
+``source``, ``id``, ``meta``
+    where the document came from (``path:line``, ``path#row``, ``path``), its id field, and
+    the other fields of its input record as JSON.
+``num_bytes`` (int64), ``num_tokens`` (int32, when tokenized)
+``quality`` (float32, raw score), ``quality_norm`` (float32, rank-normalized to [0, 1]
+    over the whole build) and the scorer's signal columns (float32).
+``signature`` (fixed-size list of uint32), ``dup_cluster_id``, ``dup_cluster_size``,
+``topic_cluster_id`` (int64), ``diversity`` (float32 in [0, 1]). Cluster ids are sample
+    keys; sizes count every member of the build, also those ``--dedup`` removed.
+
+The schema metadata holds ``streammix.index_sha256``, the sha256 of the folder's
+``index.json`` when the sidecar was written, plus the MinHash and quality settings as JSON.
+``read_sidecar`` recomputes the fingerprint and raises ``SidecarMismatchError`` if the
+Stream was rewritten after its sidecar, because rows would then no longer line up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SIDECAR_NAME = "streammix.parquet"
+INDEX_NAME = "index.json"
+FINGERPRINT_KEY = "streammix.index_sha256"
+
+
+class SidecarMismatchError(ValueError):
+    """The sidecar does not belong to the Stream beside it (or is missing)."""
+
+
+def index_fingerprint(domain_dir: str | os.PathLike) -> str:
+    """sha256 (hex) of the ``index.json`` of an MDS Stream folder."""
+    path = Path(domain_dir) / INDEX_NAME
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise SidecarMismatchError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def sidecar_metadata(table: pa.Table) -> dict[str, Any]:
+    """The ``streammix.*`` schema metadata of a sidecar table, JSON values decoded."""
+    result: dict[str, Any] = {}
+    for key, value in (table.schema.metadata or {}).items():
+        name = key.decode("utf-8")
+        if name.startswith("streammix."):
+            text = value.decode("utf-8")
+            try:
+                result[name] = json.loads(text)
+            except ValueError:
+                result[name] = text
+    return result
+
+
+def write_sidecar(
+    domain_dir: str | os.PathLike,
+    columns: Mapping[str, pa.Array | pa.ChunkedArray | Sequence[Any]],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``streammix.parquet`` into a finished Stream folder (temp name + rename).
+
+    ``columns`` must have one row per sample of the Stream; the fingerprint of its
+    ``index.json`` is added to ``metadata`` (other values are stored as JSON).
+    """
+    folder = Path(domain_dir)
+    table = pa.table(dict(columns))
+    expected = _num_samples(folder)
+    if table.num_rows != expected:
+        raise ValueError(
+            f"sidecar for {folder} has {table.num_rows} rows but the Stream has {expected} samples"
+        )
+    meta = {FINGERPRINT_KEY: index_fingerprint(folder)}
+    for key, value in (metadata or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    table = table.replace_schema_metadata(meta)
+    target = folder / SIDECAR_NAME
+    tmp = folder / f".{SIDECAR_NAME}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, target)
+    return target
+
+
+def read_sidecar(domain_dir: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
+    """The sidecar of a Stream folder, checked against the folder's ``index.json``."""
+    folder = Path(domain_dir)
+    path = folder / SIDECAR_NAME
+    if not path.is_file():
+        raise SidecarMismatchError(
+            f"{folder} has no {SIDECAR_NAME}; was it built by streammix-build?"
+        )
+    schema = pq.read_schema(path)
+    stored = (schema.metadata or {}).get(FINGERPRINT_KEY.encode())
+    actual = index_fingerprint(folder)
+    if stored is None or stored.decode() != actual:
+        raise SidecarMismatchError(
+            f"{path} does not match {folder / INDEX_NAME} (the Stream was rewritten after its"
+            " sidecar); rebuild with streammix-build"
+        )
+    if columns is not None:
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise ValueError(f"{path} has no column(s) {missing}; available: {schema.names}")
+    return pq.read_table(path, columns=list(columns) if columns is not None else None)
+
+
+def _num_samples(folder: Path) -> int:
+    with open(folder / INDEX_NAME, encoding="utf-8") as stream:
+        index = json.load(stream)
+    return sum(int(shard["samples"]) for shard in index["shards"])
