@@ -35,7 +35,7 @@ CHUNK_MAX_CHARS = 900
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     out: Path = Path("demo-out")
-    steps: int | None = None           # None: DEFAULT_STEPS
+    steps: int | None = None  # None: DEFAULT_STEPS
     policy: str = "aioli"
     seed: int = 0
     max_docs_per_domain: int | None = None
@@ -56,8 +56,10 @@ def _step(message: str) -> float:
 
 
 def _done(started: float, detail: str = "") -> None:
-    print(f"   done in {time.perf_counter() - started:.1f} s{'; ' + detail if detail else ''}",
-          flush=True)
+    print(
+        f"   done in {time.perf_counter() - started:.1f} s{'; ' + detail if detail else ''}",
+        flush=True,
+    )
 
 
 def chunk_corpus(raw: dict[str, Path], out_dir: Path, *, per_domain: int) -> dict[str, Path]:
@@ -67,36 +69,54 @@ def chunk_corpus(raw: dict[str, Path], out_dir: Path, *, per_domain: int) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for domain, path in raw.items():
-        chunks = [c for text in read_jsonl_texts(path)
-                  for c in split_into_sections(text, min_chars=CHUNK_MIN_CHARS,
-                                               max_chars=CHUNK_MAX_CHARS)]
+        chunks = [
+            c
+            for text in read_jsonl_texts(path)
+            for c in split_into_sections(text, min_chars=CHUNK_MIN_CHARS, max_chars=CHUNK_MAX_CHARS)
+        ]
         stride = max(1, len(chunks) // per_domain)
         kept = chunks[::stride][:per_domain]
         paths[domain] = out_dir / f"{domain}.jsonl"
         with open(paths[domain], "w", encoding="utf-8") as stream:
             for i, chunk in enumerate(kept):
                 stream.write(json.dumps({"text": chunk, "id": f"{domain}-{i}"}) + "\n")
-        print(f"   {domain:<9} {len(kept):>6} chunks "
-              f"({sum(len(c) for c in kept) / 1e6:.1f} MB) from {path.name}", flush=True)
+        print(
+            f"   {domain:<9} {len(kept):>6} chunks "
+            f"({sum(len(c) for c in kept) / 1e6:.1f} MB) from {path.name}",
+            flush=True,
+        )
     return paths
 
 
 DEMO_AIOLI = {"lp_rounds": 1, "lp_steps": 4, "update_steps": 75}
 
 
-def _train(config: DemoConfig, build_dir: Path, plan_file: Path, tokenizer_dir: Path,
-           steps: int) -> dict[str, Any]:
+def _train(
+    config: DemoConfig, build_dir: Path, plan_file: Path, tokenizer_dir: Path, steps: int
+) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from streammix.composer.experiment import ExperimentConfig, run_experiment
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     options = DEMO_AIOLI if config.policy == "aioli" else {}
-    return run_experiment(ExperimentConfig(
-        build=build_dir, out=config.out, steps=steps, policy=config.policy,
-        policy_options=options, sample_counts=plan_file, seed=config.seed,
-        seq_len=config.seq_len, batch_size=config.batch_size, vocab_size=len(tokenizer),
-        pad_id=int(tokenizer.pad_token_id), val_samples=config.val_samples, verbose=True))
+    return run_experiment(
+        ExperimentConfig(
+            build=build_dir,
+            out=config.out,
+            steps=steps,
+            policy=config.policy,
+            policy_options=options,
+            sample_counts=plan_file,
+            seed=config.seed,
+            seq_len=config.seq_len,
+            batch_size=config.batch_size,
+            vocab_size=len(tokenizer),
+            pad_id=int(tokenizer.pad_token_id),
+            val_samples=config.val_samples,
+            verbose=True,
+        )
+    )
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
@@ -125,27 +145,37 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     started = _step("3/6 streammix-build: MDS shards + quality, MinHash, clusters, diversity")
     build_dir = out / "build"
-    summary = run_build(BuildConfig(
-        domains=tuple(DomainSpec(name=n, source=str(p)) for n, p in corpus.items()),
-        out=str(build_dir), id_field="id", tokenizer=str(tokenizer_dir),
-        val_samples=config.val_samples, workers=config.workers, seed=config.seed,
-        progress=True))
+    summary = run_build(
+        BuildConfig(
+            domains=tuple(DomainSpec(name=n, source=str(p)) for n, p in corpus.items()),
+            out=str(build_dir),
+            id_field="id",
+            tokenizer=str(tokenizer_dir),
+            val_samples=config.val_samples,
+            workers=config.workers,
+            seed=config.seed,
+            progress=True,
+        )
+    )
     print(summary.format() if hasattr(summary, "format") else summary, flush=True)
     _done(started)
 
     steps = config.steps or DEFAULT_STEPS
     budget = steps * config.batch_size * config.seq_len
     started = _step(f"4/6 SampleMix plan for {budget:,} training tokens (alpha 0.8)")
-    plan_config = SampleMixConfig(alpha=0.8, token_budget=budget, max_repeats_per_sample=4,
-                                  seed=config.seed)
+    plan_config = SampleMixConfig(
+        alpha=0.8, token_budget=budget, max_repeats_per_sample=4, seed=config.seed
+    )
     plan = plan_build(build_dir, plan_config)
     print(format_report(plan), flush=True)
     plan_file = save_build_plan(plan, out / "plan.npz", plan_config)
     plot_plan(plan, out / "plan.png")
     _done(started, f"plan in {plan_file}, picture in {out / 'plan.png'}")
 
-    started = _step(f"5/6 training a small GPT-2 for {steps} steps with {config.policy!r} "
-                    "online mixing on top of the SampleMix counts")
+    started = _step(
+        f"5/6 training a small GPT-2 for {steps} steps with {config.policy!r} "
+        "online mixing on top of the SampleMix counts"
+    )
     result = _train(config, build_dir, plan_file, tokenizer_dir, steps)
     for name, loss in result["held_out_loss"].items():
         print(f"   held-out {name:<9} loss {loss:.3f}  perplexity {math.exp(loss):8.1f}")
@@ -157,6 +187,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     history = json.loads((out / "history.json").read_text())
     plot_history(history["history"], out / "mixing.png", domain_names=history["domains"])
     _done(started, f"{out / 'mixing.png'}, {out / 'plan.png'}")
-    print(f"\nstreammix demo finished in {(time.perf_counter() - total_started) / 60:.1f} min; "
-          f"everything is in {out}/", flush=True)
+    print(
+        f"\nstreammix demo finished in {(time.perf_counter() - total_started) / 60:.1f} min; "
+        f"everything is in {out}/",
+        flush=True,
+    )
     return result
