@@ -56,13 +56,13 @@ def prepare_corpus(work: Path, *, chunks_per_domain: int, vocab_size: int) -> tu
 
 
 def run_recipe(recipe: str, *, seed: int, build: Path, work: Path, steps: int,
-               vocab_size: int, pad_id: int) -> dict:
+               vocab_size: int, pad_id: int, seq_len: int, n_embd: int) -> dict:
     from streammix.build.samplemix_plan import plan_build, save_build_plan
     from streammix.composer.experiment import ExperimentConfig, run_experiment
     from streammix.format.manifest import read_manifest
     from streammix.metadata.samplemix import SampleMixConfig
 
-    batch, seq_len = 16, 128
+    batch = 16
     names = read_manifest(build).domain_names
     options: dict = {"policy": "static"}
     if recipe == "stratified":
@@ -79,7 +79,8 @@ def run_recipe(recipe: str, *, seed: int, build: Path, work: Path, steps: int,
         options["sample_counts"] = plan_file
     return run_experiment(ExperimentConfig(
         build=build, out=work / f"run-{recipe}-seed{seed}", steps=steps, seed=seed,
-        seq_len=seq_len, batch_size=batch, vocab_size=vocab_size, pad_id=pad_id, **options))
+        seq_len=seq_len, batch_size=batch, vocab_size=vocab_size, pad_id=pad_id, n_embd=n_embd,
+        n_head=4, **options))
 
 
 def markdown(results: list[dict], names: list[str]) -> str:
@@ -128,6 +129,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench-mixing"))
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--n-embd", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--quick", action="store_true", help="20 steps, one seed")
@@ -148,7 +151,8 @@ def main() -> None:
                 continue
             started = time.perf_counter()
             result = run_recipe(recipe, seed=seed, build=build, work=args.out, steps=args.steps,
-                                vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id))
+                                vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
+                                seq_len=args.seq_len, n_embd=args.n_embd)
             result["recipe"] = recipe
             result.pop("history", None)
             results.append(result)
