@@ -25,6 +25,8 @@ import argparse
 import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -134,6 +136,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--quick", action="store_true", help="20 steps, one seed")
+    parser.add_argument("--one", choices=RECIPES, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.steps, args.seeds = 20, [0]
@@ -145,16 +149,28 @@ def main() -> None:
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else []
     done = {(r["recipe"], r["seed"], r["steps"]) for r in results}
+    if args.one is not None:  # a single run, in this (child) process
+        result = run_recipe(args.one, seed=args.seeds[0], build=build, work=args.out,
+                            steps=args.steps, vocab_size=len(tokenizer),
+                            pad_id=int(tokenizer.pad_token_id), seq_len=args.seq_len,
+                            n_embd=args.n_embd)
+        result["recipe"] = args.one
+        result.pop("history", None)
+        Path(args.result).write_text(json.dumps(result))
+        return
     for seed in args.seeds:
         for recipe in args.recipes:
             if (recipe, seed, args.steps) in done:
                 continue
             started = time.perf_counter()
-            result = run_recipe(recipe, seed=seed, build=build, work=args.out, steps=args.steps,
-                                vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
-                                seq_len=args.seq_len, n_embd=args.n_embd)
-            result["recipe"] = recipe
-            result.pop("history", None)
+            # One process per run, like separate training jobs (and upstream StreamingDataset
+            # leaks shared-memory handles per instance, which adds up over many runs).
+            child = args.out / f"result-{recipe}-seed{seed}.json"
+            subprocess.run([sys.executable, __file__, "--out", str(args.out), "--steps",
+                            str(args.steps), "--seeds", str(seed), "--seq-len", str(args.seq_len),
+                            "--n-embd", str(args.n_embd), "--one", recipe, "--result",
+                            str(child)], check=True)
+            result = json.loads(child.read_text())
             results.append(result)
             results_file.write_text(json.dumps(results, indent=1))
             print(f"{recipe:<16} seed {seed}: mean ppl {result['mean_perplexity']:.2f} "

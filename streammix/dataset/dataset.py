@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from streaming import StreamingDataset
+from streaming import Stream, StreamingDataset
 from streaming.base.world import World
 
 from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
@@ -254,9 +254,8 @@ class StreamMixDataset(StreamingDataset):
                              "with streammix-build --val-fraction or --val-samples")
         held_out = {}
         for d, (name, (local, remote)) in enumerate(zip(self.domain_names, val_dirs)):
-            split = StreamingDataset(local=local, remote=remote, batch_size=1)
-            count = min(per_domain, split.num_samples)
-            held_out[name] = [dict(split[i], domain=d) for i in range(count)]
+            held_out[name] = [dict(sample, domain=d)
+                              for sample in read_split_head(local, remote, per_domain)]
         return held_out
 
     # ------------------------------------------------------------------ resume
@@ -438,6 +437,25 @@ class StreamMixDataset(StreamingDataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._schedule_cache = None
+
+
+def read_split_head(local: str, remote: str | None, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` samples of one MDS folder, through upstream's Stream readers.
+
+    Lighter than a whole ``StreamingDataset`` (no shared memory, no worker bookkeeping), so
+    reading held-out data many times in one process leaks nothing.
+    """
+    stream = Stream(local=local, remote=remote)
+    stream.apply_default({"remote": remote, "local": local, "split": None, "download_retry": 2,
+                          "download_timeout": 60.0, "validate_hash": None, "keep_zip": False})
+    samples: list[dict[str, Any]] = []
+    for shard in stream.get_shards(World.detect(), allow_unsafe_types=False):
+        stream.prepare_shard(shard)
+        for i in range(min(shard.samples, count - len(samples))):
+            samples.append(shard[i])
+        if len(samples) >= count:
+            break
+    return samples
 
 
 class _PlannedSample(NamedTuple):

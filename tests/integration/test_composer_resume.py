@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,14 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runs import SCRIPT, TOTAL, checkpoint, global_batches, train  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tokens")
-    subprocess.run([sys.executable, str(SCRIPT), "make-data", str(out)], check=True)
-    return out
+from runs import TOTAL, checkpoint, global_batches, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

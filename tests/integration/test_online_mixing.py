@@ -7,14 +7,13 @@ whose loss cannot go below log(vocab)).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runs import SCRIPT, checkpoint, global_batches, train  # noqa: E402
+from runs import checkpoint, global_batches, train  # noqa: E402
 
 # Rounds of 24 steps: 2 LearnParams rounds x 2 domains x 4 probe steps, then 8 steps on p.
 AIOLI = json.dumps({"lp_rounds": 2, "lp_steps": 4, "update_steps": 24, "eta": 1.0})
@@ -23,13 +22,6 @@ BATCHES = 72
 
 def history(run: Path) -> list[dict]:
     return json.loads((run / "history.json").read_text())["history"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tokens")
-    subprocess.run([sys.executable, str(SCRIPT), "make-data", str(out)], check=True)
-    return out
 
 
 @pytest.fixture(scope="module")
