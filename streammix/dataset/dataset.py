@@ -101,9 +101,9 @@ class StreamMixDataset(StreamingDataset):
                 repeat_counts=None if counts is None else counts[name],
             ))
         pass_sizes = np.array([layout.pass_size for layout in layouts], dtype=np.int64)
-        for name, size in zip(self.domain_names, pass_sizes):
-            if size <= 0:
-                raise ValueError(f"domain {name!r} has no samples to draw (pass size 0)")
+        if pass_sizes.sum() <= 0:
+            raise ValueError("no domain has samples to draw (every repeat count is zero)")
+        self._pass_sizes = pass_sizes
         self.initial_weights = self._weights_vector(mixing.domain_weights, pass_sizes,
                                                     "domain_weights")
         self._static_updates = tuple(
@@ -150,7 +150,15 @@ class StreamMixDataset(StreamingDataset):
                 raise ValueError(f"{what} name unknown domains {unknown}; "
                                  f"the dataset has {list(self.domain_names)}")
             vector = np.array([float(weights.get(n, 0.0)) for n in self.domain_names])
-        return _normalized(vector, what, self.domain_names)
+        return self._drawable(_normalized(vector, what, self.domain_names), what)
+
+    def _drawable(self, weights: tuple[float, ...], what: str) -> tuple[float, ...]:
+        empty = [n for n, w, size in zip(self.domain_names, weights, self._pass_sizes)
+                 if w > 0 and size == 0]
+        if empty:
+            raise ValueError(f"{what} give weight to domains {empty}, which have no samples to "
+                             "draw (their SampleMix repeat counts are all zero)")
+        return weights
 
     def _compute_fingerprint(self, sources: DomainSources,
                              counts: Mapping[str, np.ndarray] | None) -> str:
@@ -224,8 +232,8 @@ class StreamMixDataset(StreamingDataset):
         if isinstance(weights, Mapping):
             vector = self._weights_vector(weights, np.zeros(len(self.domain_names)), "weights")
         else:
-            vector = _normalized(np.asarray(weights, dtype=np.float64), "weights",
-                                 self.domain_names)
+            vector = self._drawable(_normalized(np.asarray(weights, dtype=np.float64),
+                                                "weights", self.domain_names), "weights")
         horizon = max(self._horizon, start_batch if final_until is None else final_until)
         self.channel.publish(start_batch, vector, horizon=horizon)
         self._published = self.channel.state().updates

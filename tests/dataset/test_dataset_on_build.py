@@ -148,3 +148,53 @@ def test_plan_for_other_data_and_bad_options_are_refused(build, tmp_path) -> Non
                        report={})
     with pytest.raises(ValueError, match="another version of domain"):
         _dataset(build, sample_counts=str(stale))
+
+
+def test_samplemix_counts_combine_with_online_domain_weights(build, tmp_path) -> None:
+    plan_file = tmp_path / "plan.npz"
+    assert _plan(build, plan_file, "--alpha", "1.0", "--token-budget", "40000").returncode == 0
+    from streammix.format.plan import read_plan
+
+    _, planned = read_plan(plan_file)
+    assert all(0 < np.count_nonzero(c) < len(c) for c in planned.values())
+    gc.collect()
+    dataset = StreamMixDataset(local=str(build), batch_size=4, epoch_size=64,
+                               mixing=MixingConfig(seed=5, sample_counts=str(plan_file),
+                                                   weight_updates="exact", publish_timeout_s=30))
+    dataset.publish(0, {"web": 1.0}, final_until=2)
+    iterator = iter(dataset)
+    first = [next(iterator) for _ in range(8)]  # batches 0-1: web only
+    dataset.publish(2, {"code": 1.0}, final_until=10**6)
+    second = [next(iterator) for _ in range(8)]  # batches 2-3: code only
+    drawn = {"web": set(), "code": set()}
+    for sample in first + second:
+        drawn[dataset.domain_names[sample["domain"]]].add(sample["text"])
+    assert {dataset.domain_names[s["domain"]] for s in first} == {"web"}
+    assert {dataset.domain_names[s["domain"]] for s in second} == {"code"}
+    for d, name in enumerate(dataset.domain_names):
+        offset = int(dataset.sample_offset_per_stream[d])
+        allowed = {dataset[offset + i]["text"] for i in np.flatnonzero(planned[name])}
+        assert drawn[name] <= allowed  # only samples the plan draws, inside each domain
+
+
+def test_a_domain_the_plan_never_draws_cannot_get_weight(build, tmp_path) -> None:
+    from streammix.format.plan import read_plan, write_plan
+    from streammix.format.sidecar import index_fingerprint
+
+    _, planned = read_plan(_plan_file(build, tmp_path))
+    counts = {"code": np.zeros_like(planned["code"]), "web": planned["web"]}
+    plan_file = write_plan(tmp_path / "no-code.npz", counts=counts, config={}, report={},
+                           index_fingerprints={n: index_fingerprint(build / n) for n in counts})
+    dataset = _dataset(build, sample_counts=str(plan_file), weight_updates="exact")
+    assert dataset.initial_weights == (0.0, 1.0)  # natural weights follow the plan
+    with pytest.raises(ValueError, match=r"domains \['code'\], which have no samples to draw"):
+        dataset.publish(0, {"code": 1.0, "web": 1.0})
+    del dataset
+    with pytest.raises(ValueError, match="no samples to draw"):
+        _dataset(build, sample_counts=str(plan_file), domain_weights={"code": 1.0})
+
+
+def _plan_file(build: Path, tmp_path: Path) -> Path:
+    plan_file = tmp_path / "base.npz"
+    assert _plan(build, plan_file).returncode == 0
+    return plan_file
