@@ -229,11 +229,9 @@ class OnlineMixing(Callback):
         if observation is None:
             decision, self._policy_state = self.policy.start(self._policy_state)
         else:
-            self._record(done, self._decision, observation, logger)
             decision, self._policy_state = self.policy.update(self._policy_state, observation)
         while decision.num_steps == 0:  # "measure now": evaluate before training on anything
             observation = Observation(step=done, val_loss=self._validation_loss(state))
-            self._record(done, decision, observation, logger)
             decision, self._policy_state = self.policy.update(self._policy_state, observation)
         self._decision = decision
         self._decision_end = done + decision.num_steps
@@ -243,18 +241,22 @@ class OnlineMixing(Callback):
         start = dataset.weight_start_for(done)
         final_until = start + decision.num_steps
         dataset.publish(start, decision.weights.tolist(), final_until=final_until)
+        self._record(done, decision, observation, logger)
         self._log_weights(done, start, decision, logger)
 
-    def _record(self, step: int, decision: Decision, observation: Observation,
+    def _record(self, step: int, decision: Decision, observation: Observation | None,
                 logger: Logger) -> None:
+        """One history entry per decision: the weights chosen at ``step`` (holding for
+        ``num_steps``) and the losses measured up to ``step`` that led to them."""
         names = self._dataset.domain_names
         record = {
             "step": step,
             "phase": decision.phase,
+            "num_steps": decision.num_steps,
             "weights": decision.weights.tolist(),
-            "train_loss": _plain(observation.train_loss),
-            "train_count": _plain(observation.train_count),
-            "val_loss": _plain(observation.val_loss),
+            "train_loss": _plain(observation.train_loss) if observation else None,
+            "train_count": _plain(observation.train_count) if observation else None,
+            "val_loss": _plain(observation.val_loss) if observation else None,
             "info": dict(decision.info),
         }
         self.history.append(record)

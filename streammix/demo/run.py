@@ -47,7 +47,7 @@ class DemoConfig:
     workers: int = 2
 
 
-DEFAULT_STEPS = 450
+DEFAULT_STEPS = 1200
 
 
 def _step(message: str) -> float:
@@ -88,7 +88,7 @@ def chunk_corpus(raw: dict[str, Path], out_dir: Path, *, per_domain: int) -> dic
     return paths
 
 
-DEMO_AIOLI = {"lp_rounds": 1, "lp_steps": 4, "update_steps": 75}
+DEMO_AIOLI = {"lp_rounds": 1, "lp_steps": 4, "update_steps": 150}
 
 
 def _train(

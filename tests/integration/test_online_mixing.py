@@ -41,7 +41,10 @@ def test_aioli_moves_weight_away_from_the_noise_domain(aioli_run) -> None:
     # the probes really were trained on their mixtures: batch composition follows the weights
     batches = global_batches(aioli_run)
     first_probe = [d for b in range(4) for d, _ in batches[b]]
-    probe_mixture = history(aioli_run)[1]["weights"]  # the first probe's mixture q_j
+    first_decision = history(aioli_run)[0]
+    assert first_decision["step"] == 0 and first_decision["phase"].startswith("probe")
+    assert first_decision["val_loss"] is not None  # Aioli's baseline, measured before step 0
+    probe_mixture = first_decision["weights"]  # the first probe's mixture q_j
     assert sorted(probe_mixture) == [0.375, 0.625]
     assert first_probe.count(0) == 32 * probe_mixture[0]  # the batches follow q_j exactly
 
