@@ -21,12 +21,13 @@ from composer import Trainer
 from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.optim import DecoupledAdamW
-from composer.utils import dist
+from composer.utils import dist, get_device
 from streaming import MDSWriter
 from torch.utils.data import DataLoader
 
 from streammix import MixingConfig, OnlineMixing, StreamMixDataset
 from streammix.composer.model import LMCollator, tiny_gpt2
+from streammix.dataset.dataset import read_split_head
 
 VOCAB = 64
 SEQ_LEN = 16
@@ -83,8 +84,10 @@ class RecordBatches(Callback):
 def train(args: argparse.Namespace) -> None:
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", 1))
-    per_device = args.global_batch // world
+    # One process group for the whole run, before any dataset exists (as Composer scripts do):
+    # otherwise every upstream StreamingDataset creates and destroys its own on the same port.
+    dist.initialize_dist(get_device("cpu"), timeout=120)
+    per_device = args.global_batch // dist.get_world_size()
     from streaming import Stream
 
     def stream(name: str, split: str = "") -> Stream:
@@ -104,12 +107,9 @@ def train(args: argparse.Namespace) -> None:
                         collate_fn=collate, persistent_workers=args.workers > 0)
     callbacks: list[Callback] = [RecordBatches(run / f"record.rank{dist.get_global_rank()}.jsonl")]
     if args.policy != "none":
-        val_data = {}
-        for d, name in enumerate(DOMAINS):
-            from streaming import StreamingDataset
-
-            val = StreamingDataset(local=str(Path(args.data) / f"{name}-val"), batch_size=1)
-            val_data[name] = [dict(val[i], domain=d) for i in range(val.num_samples)]
+        val_data = {name: [dict(s, domain=d) for s in
+                           read_split_head(str(Path(args.data) / f"{name}-val"), None, 10_000)]
+                    for d, name in enumerate(DOMAINS)}
         callbacks.append(OnlineMixing(args.policy, policy_options=json.loads(args.policy_options),
                                       val_data=val_data, val_batch_size=8,
                                       history_path=run / "history.json"))
