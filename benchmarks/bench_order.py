@@ -6,13 +6,12 @@ Measures, in one run:
    batch 512): upstream = ``get_partitions('relaxed')`` + ``get_shuffle('py1e')`` + the two
    ``np.where`` lookups that ``generate_work_random_batching`` performs (one stream per domain,
    shards of 10k samples, num_canonical_nodes = 8 and shuffle_block_size = 500k, the
-   defaults for 8 nodes and py1e); ours = ``GlobalOrder`` (4 domains, weights
-   proportional to their sizes) producing every position's global sample id (int64, like
-   upstream), in chunks of 512 global batches through reused buffers, scattered into the
-   same 512 per-worker lists. Each case runs in a fresh subprocess; peak memory is
-   ``ru_maxrss`` after the case minus ``ru_maxrss`` after imports and a small warm-up, and
-   CPU time is the subprocess's ``process_time`` (the machine is shared, so wall time is
-   noisier).
+   defaults for 8 nodes and py1e; int64 ids); ours = ``streammix.core.epoch.worker_sample_ids``
+   (4 domains, weights proportional to their sizes) filling the same 512 per-worker lists of
+   global sample ids (int32 here: the smallest type that holds the ids), with 1 and with 2
+   threads. Each case runs in a fresh subprocess; peak memory is ``ru_maxrss`` after the case
+   minus ``ru_maxrss`` after imports and a small warm-up, and CPU time is the subprocess's
+   ``process_time`` (all threads; the machine is shared, so wall time is noisier).
 2. interleave throughput (greedy with recorded picks, and the count-only replay), one core;
 3. resume latency at position 1e8 inside a single 1e8-long segment: building a
    ``GlobalOrder`` and reading one global batch, with the exact skip-ahead and with a plain
@@ -71,28 +70,18 @@ def run_upstream(n: int) -> None:
     _report(n, epoch)
 
 
-def run_ours(n: int) -> None:
-    from streammix.core import DomainLayout, GlobalOrder, OrderConfig, Schedule, scatter_to_workers
+def run_ours(n: int, threads: int) -> None:
+    from streammix.core import DomainLayout, OrderConfig, Schedule
+    from streammix.core.epoch import worker_sample_ids
 
     def epoch(num: int) -> np.ndarray:
         sizes = _domain_sizes(num)
         domains = [DomainLayout(shard_sizes=_shards(size)) for size in sizes]
-        order = GlobalOrder(config=OrderConfig(seed=9176), domains=domains,
-                            schedule=Schedule.initial([s / num for s in sizes]))  # fmt: skip
-        offsets = np.concatenate(([0], np.cumsum(sizes)))
-        num_batches = num // GLOBAL_BATCH
-        slots = -(-num_batches // WORKERS) * PER_DEVICE
-        out = np.full((WORLD * WORKERS, slots), -1, dtype=np.int64)
-        chunk = GLOBAL_BATCH * 512
-        buffers = (np.empty(chunk, np.int32), np.empty(chunk, np.int64))
-        for start in range(0, num_batches * GLOBAL_BATCH, chunk):
-            stop = min(start + chunk, num_batches * GLOBAL_BATCH)
-            views = (buffers[0][: stop - start], buffers[1][: stop - start])
-            domain, sample = order.samples(start, stop, out=views)
-            scatter_to_workers(sample, first_position=start, out=out, world_size=WORLD,
-                               num_workers=WORKERS, global_batch_size=GLOBAL_BATCH,
-                               domains=domain, domain_offsets=offsets)  # fmt: skip
-        return out
+        return worker_sample_ids(config=OrderConfig(seed=9176), domains=domains,
+                                 schedule=Schedule.initial([s / num for s in sizes]),
+                                 num_batches=num // GLOBAL_BATCH, world_size=WORLD,
+                                 num_workers=WORKERS, global_batch_size=GLOBAL_BATCH,
+                                 threads=threads)  # fmt: skip
 
     epoch(40_000)
     _report(n, epoch)
@@ -118,20 +107,26 @@ def run_case(kind: str, n: int) -> dict:
 
 
 def bench_epochs(sizes: list[int], repeats: int) -> list[str]:
-    rows = ["| samples | upstream wall s | ours wall s | speed-up (wall) | upstream CPU s | ours CPU s "
-            "| speed-up (CPU) | upstream peak B/sample | ours peak B/sample |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    kinds = ("upstream", "ours-1", "ours-2")
+    rows = ["| samples | implementation | wall s | CPU s | speed-up (wall) | speed-up (CPU) "
+            "| peak B/sample | wall runs (s) |",
+            "|---:|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for n in sizes:
-        ups, ours = [], []
-        for _ in range(repeats):  # interleave the two so machine noise hits both
-            ups.append(run_case("upstream", n))
-            ours.append(run_case("ours", n))
-        up_s, our_s = (statistics.median(r["seconds"] for r in rs) for rs in (ups, ours))
-        up_c, our_c = (statistics.median(r["cpu"] for r in rs) for rs in (ups, ours))
-        up_b, our_b = (statistics.median(r["peak_bytes"] for r in rs) / n for rs in (ups, ours))
-        rows.append(f"| {n:,} | {up_s:.2f} | {our_s:.2f} | {up_s / our_s:.1f}x | {up_c:.2f} | {our_c:.2f} "
-                    f"| {up_c / our_c:.1f}x | {up_b:.1f} | {our_b:.1f} |")  # fmt: skip
-        print(rows[-1], flush=True)
+        results: dict[str, list[dict]] = {kind: [] for kind in kinds}
+        for _ in range(repeats):  # interleave the cases so machine noise hits all of them
+            for kind in kinds:
+                results[kind].append(run_case(kind, n))
+        wall = {k: statistics.median(r["seconds"] for r in rs) for k, rs in results.items()}
+        cpu = {k: statistics.median(r["cpu"] for r in rs) for k, rs in results.items()}
+        for kind, runs in results.items():
+            peak = statistics.median(r["peak_bytes"] for r in runs) / n
+            label = {"upstream": "upstream (partition + py1e)", "ours-1": "streammix, 1 thread",
+                     "ours-2": "streammix, 2 threads"}[kind]  # fmt: skip
+            walls = ", ".join(f"{r['seconds']:.3f}" for r in runs)
+            rows.append(f"| {n:,} | {label} | {wall[kind]:.3f} | {cpu[kind]:.3f} "
+                        f"| {wall['upstream'] / wall[kind]:.1f}x | {cpu['upstream'] / cpu[kind]:.1f}x "
+                        f"| {peak:.2f} | {walls} |")  # fmt: skip
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -201,7 +196,11 @@ def main() -> None:
     parser.add_argument("--case", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        {"upstream": run_upstream, "ours": run_ours}[args.case[0]](int(args.case[1]))
+        kind, n = args.case[0], int(args.case[1])
+        if kind == "upstream":
+            run_upstream(n)
+        else:
+            run_ours(n, threads=int(kind.split("-")[1]))
         return
     repeats = 1 if args.quick else args.repeats
     sizes = [1_000_000] if args.quick else [10_000_000, 100_000_000]

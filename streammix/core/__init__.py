@@ -6,9 +6,11 @@
 - :mod:`~streammix.core.schedule`: weight segments with cursors at their starts.
 - :mod:`~streammix.core.order`: the global order, position -> (domain, sample).
 - :mod:`~streammix.core.partition`: ranks, DataLoader workers, global batches.
+- :mod:`~streammix.core.epoch`: a whole epoch's per-(rank, worker) sample ids at once.
 - :mod:`~streammix.core.packing`: fixed-length token blocks over ordered documents.
 """
 
+from streammix.core.epoch import sample_id_dtype, worker_sample_ids
 from streammix.core.greedy_skip import greedy_counts_at
 from streammix.core.interleave import advance_greedy, interleave, skip_greedy
 from streammix.core.order import GlobalOrder, OrderConfig
@@ -48,4 +50,6 @@ __all__ = [
     "skip_greedy",
     "worker_batches",
     "worker_positions",
+    "worker_sample_ids",
+    "sample_id_dtype",
 ]

@@ -40,7 +40,7 @@ MAX_CANDIDATES = 20_000
 MIN_SKIP = 1 << 16
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _run_candidates_nb(weights, rel_start, states, n):
     num_candidates, num_domains = states.shape
     for c in range(num_candidates):

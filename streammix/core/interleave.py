@@ -52,7 +52,7 @@ def _checked(array: np.ndarray, n: int, dtype) -> np.ndarray:
     return array
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _greedy_nb(weights, rel_start, counts, n, labels, out, index_out):
     """``n`` greedy steps from relative index ``rel_start``; updates ``counts`` in place.
 
@@ -86,7 +86,7 @@ def _greedy_nb(weights, rel_start, counts, n, labels, out, index_out):
         counts[d] = np.int64(filled[d])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sample_index_nb(domains, num_domains, start_counts, out):
     running = start_counts.copy()
     for i in range(domains.shape[0]):
@@ -147,7 +147,7 @@ def skip_greedy(weights, rel_start: int, counts, n: int) -> np.ndarray:
     return new_counts
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _random_nb(cdf, key, first_position, counts, out):
     last = cdf.shape[0] - 1
     for i in range(out.shape[0]):
@@ -159,7 +159,7 @@ def _random_nb(cdf, key, first_position, counts, out):
         counts[d] += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _random_skip_nb(cdf, key, first_position, counts, n):
     last = cdf.shape[0] - 1
     for i in range(n):

@@ -56,7 +56,7 @@ class OrderConfig:
             )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _gather_by_domain_nb(domains, index, per_domain, base, out):
     for i in range(domains.shape[0]):
         out[i] = per_domain[base[domains[i]] + index[i]]
@@ -197,11 +197,11 @@ def order_reference(*, config: OrderConfig, domains: Sequence[DomainLayout], sch
     consumed = [0] * schedule.num_domains
     result: list[tuple[int, int]] = []
     for i, segment in enumerate(schedule.segments):
-        assert list(segment.cursors) == consumed, "schedule cursors disagree with a replay"
         end = schedule.segment_end(i)
         length = (stop if end is None else min(end, stop)) - segment.start
         if length <= 0:
             break
+        assert list(segment.cursors) == consumed, "schedule cursors disagree with a replay"
         positive = [d for d, w in enumerate(segment.weights) if w > 0]
         weights = [segment.weights[d] for d in positive]
         if config.interleave == "greedy":

@@ -33,7 +33,7 @@ def num_blocks(num_tokens, *, separator_length: int, sequence_length: int) -> in
     return int(_spans(num_tokens, separator_length).sum()) // sequence_length
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _count_pieces_nb(ends, sequence_length, first_block, stop_block, piece_start):
     doc = np.searchsorted(ends, first_block * sequence_length, side="right")
     total = 0
@@ -49,7 +49,7 @@ def _count_pieces_nb(ends, sequence_length, first_block, stop_block, piece_start
     piece_start[stop_block - first_block] = total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _fill_pieces_nb(
     ends, sequence_length, first_block, stop_block, doc_out, offset_out, length_out
 ):

@@ -71,7 +71,7 @@ def worker_positions(*, first_batch: int, end_batch: int, rank: int, worker: int
     return (starts[:, None] + np.arange(per_device, dtype=np.int64)[None, :]).reshape(-1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scatter_nb(values, domains, domain_offsets, first_position, global_batch_size, per_device,
                 num_workers, first_batch, out):  # fmt: skip
     add_offsets = domains.shape[0] > 0

@@ -138,7 +138,7 @@ class PassTables:
         return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
     num_shards = shard_elems.shape[0]
     key = fold_nb(order_key, k)
@@ -153,7 +153,7 @@ def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
         prefix[w + 1] = prefix[w] + total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _build_window_nb(k, w, window_shards, order, shard_sample_start, counts, window_key, buf):
     n = 0
     for j in range(w * window_shards, min((w + 1) * window_shards, order.shape[0])):
@@ -170,7 +170,7 @@ def _build_window_nb(k, w, window_shards, order, shard_sample_start, counts, win
         buf[i], buf[j] = buf[j], buf[i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _window_of_nb(prefix, offset):
     lo, hi = 0, prefix.shape[0] - 2
     while lo < hi:
@@ -182,7 +182,7 @@ def _window_of_nb(prefix, offset):
     return lo
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def stream_samples_nb(first, pass_size, shard_elems, shard_sample_start, counts, window_shards,
                       order_key, window_key, cache_ids, order, prefix, window, out):  # fmt: skip
     i = 0

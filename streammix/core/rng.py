@@ -107,7 +107,7 @@ def uniform01_nb(key: np.uint64) -> float:
     return float(mix64_nb(key) >> _U11) * _INV53
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def feistel_half_bits(size: np.int64) -> np.int64:
     bits = 0
     m = size - 1
@@ -118,8 +118,10 @@ def feistel_half_bits(size: np.int64) -> np.int64:
     return max(1, half)
 
 
-@numba.njit(cache=True)
-def permute_index_nb(index: np.int64, size: np.int64, key: np.uint64, half_bits: np.int64) -> np.int64:
+@numba.njit(cache=True, nogil=True)
+def permute_index_nb(
+    index: np.int64, size: np.int64, key: np.uint64, half_bits: np.int64
+) -> np.int64:
     """Kernel version of :func:`permute_index_reference`; ``half_bits`` from ``feistel_half_bits``."""
     hb = np.uint64(half_bits)
     half_mask = (np.uint64(1) << hb) - np.uint64(1)
