@@ -169,7 +169,7 @@ def bench_resume(position: int, repeats: int) -> list[str]:
     from streammix.core import DomainLayout, OrderConfig, Schedule, greedy_skip
 
     rows = ["| domains | resume with skip-ahead (ms) | resume by replay (ms) |", "|---:|---:|---:|"]
-    for num_domains in (2, 4, 8, 16):
+    for num_domains in (2, 4, 8, 16, 24, 32):
         weights = np.random.default_rng(100 + num_domains).random(num_domains) + 0.05
         case = (OrderConfig(seed=1), [DomainLayout(shard_sizes=(SHARD,) * 1000)] * num_domains,
                 Schedule.initial(weights), position)  # fmt: skip

@@ -11,8 +11,8 @@ others.
 
 The range is cut into ``threads`` contiguous runs of global batches, one per thread, each with
 its own :class:`~streammix.core.order.GlobalOrder` (so no cache is shared). The second run
-starts mid-segment, which costs the greedy's exact skip-ahead (milliseconds for up to about a
-dozen domains, a replay of the gap otherwise). Every kernel releases the GIL, and every output
+starts mid-segment, which costs the greedy's exact skip-ahead (milliseconds for up to about
+24 domains, a replay of the gap beyond). Every kernel releases the GIL, and every output
 element is written by exactly one thread, so the result does not depend on ``threads``.
 
 Ids are stored in the smallest signed integer type that holds every id and ``-1`` (int32

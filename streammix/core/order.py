@@ -12,8 +12,8 @@ start) at ``start``. The object remembers the state where the previous call ende
 forward reads cost ``O(stop - start)``; a backward jump restarts from the start of the
 segment containing ``start``. Long jumps use the greedy's exact skip-ahead
 (:mod:`streammix.core.greedy_skip`), which finds the state in milliseconds for up to about
-a dozen positive-weight domains and otherwise replays the gap (tens of millions of positions
-per second, nothing recorded); the random interleave always replays the gap. Instances are not
+24 positive-weight domains and otherwise replays the gap (tens of millions of positions per
+second, nothing recorded); the random interleave always replays the gap. Instances are not
 thread-safe (they cache state).
 
 The schedule's cursors must have been computed with the same interleave method and seed
