@@ -186,6 +186,7 @@ def main() -> None:
             "build w=1": lambda o: run_cli(corpus, o, tokenizer_dir, 1, args.unit_size),
             "build w=2": lambda o: run_cli(corpus, o, tokenizer_dir, 2, args.unit_size),
         }
+        load_before = os.getloadavg()
         times: dict[str, list[float]] = {name: [] for name in cases}
         cpu: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.repeats):
@@ -196,6 +197,10 @@ def main() -> None:
                 times[name].append(wall)
                 cpu[name].append(cpu_seconds)
         table = report(times, cpu, num_docs, megabytes)
+        table += "\nload average (1, 5, 15 min) at the start: {:.2f} {:.2f} {:.2f}".format(
+            *load_before
+        )
+        table += ", at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
         print(table)
         if args.output is not None:
             args.output.write_text(table + "\n", encoding="utf-8")

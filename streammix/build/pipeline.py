@@ -4,10 +4,17 @@
 2. *prepare* (``streammix.build.prepare``): units -> parquet files, in a ``spawn`` pool of
    ``workers`` processes (``workers=0`` runs them in the calling process);
 3. *cluster* (``streammix.build.cluster``): duplicate and topic clusters, diversity,
-   normalized quality, dedup and validation split over all domains together;
+   normalized quality, dedup and validation split over all domains together; it runs in
+   one of the prepare pool's processes, whose numba kernels are already loaded;
 4. *write* (``streammix.build.write``): MDS Streams and sidecars, folder by folder;
 5. *manifest*: ``rejects.jsonl``, then ``streammix.yaml`` last, then the work folder is
    deleted.
+
+The main process mostly waits during stages 2 and 3; once the pool runs out of units it
+imports the MDS writer's package (``streaming``, which imports torch) in a thread, so that
+import overlaps the last units and the cluster stage instead of delaying stage 4. The
+tokenizer is checked without importing transformers where that gives the same backend
+(``streammix.build.tokenizer``).
 
 Every stage skips work whose output already exists under its final name, so running the
 same build again after it was killed finishes it, and the output has the same bytes as an
@@ -19,19 +26,21 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streammix.build.cluster import SPLIT_REMOVED, run_cluster
+from streammix.build.cluster import SPLIT_REMOVED
 from streammix.build.config import BuildConfig, BuildError
 from streammix.build.plan import Plan, list_inputs, run_plan
 from streammix.build.prepare import (
+    PrepareSettings,
     UnitPreparer,
     UnitStats,
+    cluster_in_worker,
     init_worker,
-    load_tokenizer,
     prepare_in_worker,
     rejects_path,
     settings_from_config,
@@ -40,6 +49,7 @@ from streammix.build.prepare import (
     unit_path,
 )
 from streammix.build.summary import BuildSummary, manifest_data
+from streammix.build.tokenizer import load_tokenizer_backend
 from streammix.build.workdir import OutputState, atomic_write_bytes, open_output
 from streammix.build.write import StreamResult, WriteContext, run_write
 from streammix.format.manifest import read_manifest, write_manifest
@@ -94,9 +104,11 @@ def run_build(config: BuildConfig) -> BuildSummary:
     if state.finished:
         return BuildSummary.from_manifest(read_manifest(state.out), elapsed=0.0, resumed=True)
     plan = clock.run("plan", run_plan, config, state.work, listing)
-    stats = clock.run("prepare", _run_prepare, config, plan, state, tokenizer_json)
-    _write_rejects(plan, state)
-    clock.run("cluster", run_cluster, config, plan, state.work, state.out)
+    settings = settings_from_config(config, state.work, tokenizer_json)
+    with _Workers(workers=config.workers, settings=settings) as workers:
+        stats = clock.run("prepare", _run_prepare, config, plan, workers)
+        _write_rejects(plan, state)
+        clock.run("cluster", workers.call, cluster_in_worker, config, plan, state.work, state.out)
     streams = clock.run("write", _run_write, config, plan, state, tokenizer_info["dtype"])
     removed = _removed_per_domain(config, plan, state)
     data = manifest_data(config, tokenizer_info, streams, stats, removed, plan)
@@ -137,20 +149,80 @@ def _check_tokenizer_and_scorer(config: BuildConfig) -> tuple[dict[str, Any], st
         raise BuildError(f"--quality {config.scorer}: {exc}") from None
     if config.tokenizer is None:
         return {"tokenizer": None, "vocab_size": None, "dtype": None}, None
-    tokenizer = load_tokenizer(config.tokenizer)
-    vocab_size = len(tokenizer)
+    backend = load_tokenizer_backend(config.tokenizer)
     info = {
         "tokenizer": config.tokenizer,
-        "vocab_size": vocab_size,
-        "dtype": token_dtype_for(vocab_size),
+        "vocab_size": backend.vocab_size,
+        "dtype": token_dtype_for(backend.vocab_size),
     }
-    return info, tokenizer.backend_tokenizer.to_str()
+    return info, backend.backend_json
 
 
-def _run_prepare(
-    config: BuildConfig, plan: Plan, state: OutputState, tokenizer_json: str | None
-) -> list[UnitStats]:
-    settings = settings_from_config(config, state.work, tokenizer_json)
+@dataclass(kw_only=True)
+class _Workers:
+    """The ``spawn`` pool of the prepare stage, started on demand and kept for the cluster stage.
+
+    The cluster stage runs in one of the pool's processes because they have already loaded
+    numba's compiled kernels (about half a second per process); ``workers=0``, or a resumed
+    build with every unit already prepared, runs both stages in the calling process.
+    """
+
+    workers: int
+    settings: PrepareSettings
+    pool: Any = None
+    processes: int = 0
+    writer_import: threading.Thread | None = None
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def start(self, num_units: int) -> Any:
+        """The pool, with at most one process per unit (None: work in this process)."""
+        if self.workers == 0 or num_units == 0:
+            return None
+        if self.pool is None:
+            context = multiprocessing.get_context("spawn")
+            self.processes = min(self.workers, num_units)
+            self.pool = context.Pool(
+                self.processes, initializer=init_worker, initargs=(self.settings,)
+            )
+        return self.pool
+
+    def on_progress(self, units_left: int) -> None:
+        """Once fewer units are left than pool processes, import the MDS writer (see below)."""
+        if self.writer_import is None and self.pool is not None and units_left < self.processes:
+            self.writer_import = threading.Thread(target=_import_writer, daemon=True)
+            self.writer_import.start()
+
+    def call(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` in a (warm) pool process if there is a pool, else here."""
+        if self.pool is None:
+            return function(*args)
+        self.on_progress(0)
+        return self.pool.apply(function, args)
+
+
+def _import_writer() -> None:
+    """Import ``streaming`` (about 1.5 s: it imports torch) for the *write* stage.
+
+    It runs in a thread of the main process, which otherwise only waits while pool processes
+    prepare the last units and run the cluster stage, so the import takes a core that would
+    be idle. Importing is all it does; the write stage's own import then finds the module.
+    """
+    try:
+        import streaming  # noqa: F401
+    except Exception:  # the write stage imports it again and reports the problem there
+        return
+
+
+def _run_prepare(config: BuildConfig, plan: Plan, workers: _Workers) -> list[UnitStats]:
+    settings = workers.settings
     progress = _Progress(enabled=config.progress, total=plan.input_bytes)
     results: dict[int, UnitStats] = {}
     pending = []
@@ -162,18 +234,18 @@ def _run_prepare(
         else:
             pending.append(unit)
     try:
-        if config.workers == 0 and pending:
+        pool = workers.start(len(pending))
+        if pool is None and pending:
             preparer = UnitPreparer(settings)
             for unit in pending:
                 results[unit.index] = preparer.run(unit)
                 progress.update(results[unit.index])
         elif pending:
-            context = multiprocessing.get_context("spawn")
-            processes = min(config.workers, len(pending))
-            with context.Pool(processes, initializer=init_worker, initargs=(settings,)) as pool:
-                for stats in pool.imap(prepare_in_worker, pending, chunksize=1):
-                    results[stats.index] = stats
-                    progress.update(stats)
+            finished = pool.imap_unordered(prepare_in_worker, pending, chunksize=1)
+            for done, stats in enumerate(finished):
+                results[stats.index] = stats
+                progress.update(stats)
+                workers.on_progress(len(pending) - done - 1)
     except InputError as exc:
         progress.close(failed=True)
         raise BuildError(str(exc)) from None

@@ -38,8 +38,14 @@ def plot_plan(result: BuildPlan, path: str | os.PathLike) -> Path:
     plan_ax.bar(x - 0.2, before, width=0.4, label="natural share")
     plan_ax.bar(x + 0.2, after, width=0.4, label="planned share")
     for xi, value in zip(x, never):
-        plan_ax.annotate(f"{value:.0%} never drawn", (xi, 0), xytext=(0, 3),
-                         textcoords="offset points", ha="center", fontsize="x-small")
+        plan_ax.annotate(
+            f"{value:.0%} never drawn",
+            (xi, 0),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            fontsize="x-small",
+        )
     plan_ax.set_xticks(x, result.names)
     plan_ax.set(title=f"share of {result.token_unit}", ylim=(0, 1))
     plan_ax.legend(fontsize="small")

@@ -97,22 +97,6 @@ def rejects_path(units_dir: str | Path, index: int) -> Path:
     return Path(units_dir) / f"u{index:06d}.rejects.jsonl"
 
 
-def load_tokenizer(path: str) -> Any:
-    """A fast Hugging Face tokenizer from a local folder, or a ``BuildError`` saying why not."""
-    if not os.path.isdir(path):
-        raise BuildError(f"--tokenizer {path}: no such folder (a local tokenizer folder is needed)")
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
-    except Exception as exc:  # transformers raises many kinds for a folder it cannot use
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(f"--tokenizer {path}: cannot load a tokenizer: {message}") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise BuildError(f"--tokenizer {path}: not a fast (Rust) tokenizer")
-    return tokenizer
-
-
 def token_dtype_for(vocab_size: int) -> str:
     """``uint16`` when every id fits in 16 bits, else ``uint32``."""
     return "uint16" if vocab_size <= 1 << 16 else "uint32"
@@ -303,3 +287,14 @@ def prepare_in_worker(unit: WorkUnit) -> UnitStats:
         numba.set_num_threads(1)
         _PREPARER = UnitPreparer(_SETTINGS)
     return _PREPARER.run(unit)
+
+
+def cluster_in_worker(config: Any, plan: Any, work: Path, out: Path) -> Path:
+    """Stage *cluster* (``run_cluster``) in a pool process, with numba's default threads."""
+    from streammix.build.cluster import run_cluster
+
+    if _PREPARER is not None:  # pool processes run their units on one thread
+        import numba
+
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return run_cluster(config, plan, work, out)

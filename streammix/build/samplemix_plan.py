@@ -24,8 +24,8 @@ from streammix.metadata.samplemix import SampleMixConfig, SampleMixPlan, samplem
 @dataclass(frozen=True)
 class BuildPlan:
     names: tuple[str, ...]
-    token_unit: str                    # "tokens" or "bytes"
-    quality: tuple[np.ndarray, ...]    # per domain, normalized
+    token_unit: str  # "tokens" or "bytes"
+    quality: tuple[np.ndarray, ...]  # per domain, normalized
     diversity: tuple[np.ndarray, ...]
     num_tokens: tuple[np.ndarray, ...]
     plan: SampleMixPlan
@@ -43,38 +43,53 @@ def default_budget(build: str | os.PathLike) -> int:
     return int(tokens if tokens > 0 else sum(d.num_bytes for d in manifest.domains))
 
 
-def plan_build(build: str | os.PathLike, config: SampleMixConfig,
-               domains: tuple[str, ...] | None = None) -> BuildPlan:
+def plan_build(
+    build: str | os.PathLike, config: SampleMixConfig, domains: tuple[str, ...] | None = None
+) -> BuildPlan:
     manifest = read_manifest(build)
     names = tuple(domains) if domains is not None else manifest.domain_names
     unknown = [n for n in names if n not in manifest.domain_names]
     if unknown:
-        raise ValueError(f"domains {unknown} are not in the build; it has "
-                         f"{list(manifest.domain_names)}")
+        raise ValueError(
+            f"domains {unknown} are not in the build; it has {list(manifest.domain_names)}"
+        )
     quality, diversity, tokens, fingerprints = [], [], [], {}
     unit = "tokens" if manifest.token_dtype else "bytes"
     for name in names:
         folder = manifest.domain(name).dir
-        table = read_sidecar(folder, columns=["quality_norm", "diversity",
-                                              "num_tokens" if unit == "tokens" else "num_bytes"])
+        table = read_sidecar(
+            folder,
+            columns=[
+                "quality_norm",
+                "diversity",
+                "num_tokens" if unit == "tokens" else "num_bytes",
+            ],
+        )
         quality.append(np.asarray(table["quality_norm"], dtype=np.float64))
         diversity.append(np.asarray(table["diversity"], dtype=np.float64))
         tokens.append(np.asarray(table.column(2), dtype=np.int64))
         fingerprints[name] = index_fingerprint(folder)
-    domain_ids = np.concatenate([np.full(len(q), d, dtype=np.int64)
-                                 for d, q in enumerate(quality)])
-    plan = samplemix_plan(quality=np.concatenate(quality), diversity=np.concatenate(diversity),
-                          num_tokens=np.concatenate(tokens), domain_ids=domain_ids,
-                          config=config)
-    return BuildPlan(names, unit, tuple(quality), tuple(diversity), tuple(tokens), plan,
-                     fingerprints)
+    domain_ids = np.concatenate([np.full(len(q), d, dtype=np.int64) for d, q in enumerate(quality)])
+    plan = samplemix_plan(
+        quality=np.concatenate(quality),
+        diversity=np.concatenate(diversity),
+        num_tokens=np.concatenate(tokens),
+        domain_ids=domain_ids,
+        config=config,
+    )
+    return BuildPlan(
+        names, unit, tuple(quality), tuple(diversity), tuple(tokens), plan, fingerprints
+    )
 
 
 def save_build_plan(result: BuildPlan, path: str | os.PathLike, config: SampleMixConfig) -> Path:
-    return write_plan(path, counts={n: result.counts_of(n) for n in result.names},
-                      index_fingerprints=result.index_fingerprints,
-                      config=asdict(config) | {"token_unit": result.token_unit},
-                      report=_jsonable(result.plan.report))
+    return write_plan(
+        path,
+        counts={n: result.counts_of(n) for n in result.names},
+        index_fingerprints=result.index_fingerprints,
+        config=asdict(config) | {"token_unit": result.token_unit},
+        report=_jsonable(result.plan.report),
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,8 +108,10 @@ def format_report(result: BuildPlan) -> str:
     """A plain-text table of the plan, per domain."""
     report = result.plan.report
     unit = result.token_unit
-    lines = [f"{'domain':<16}{'samples':>9}{unit:>12}{'share':>8}{'-> plan':>9}"
-             f"{'planned ' + unit:>16}{'never drawn':>13}  repeats (count: samples)"]
+    lines = [
+        f"{'domain':<16}{'samples':>9}{unit:>12}{'share':>8}{'-> plan':>9}"
+        f"{'planned ' + unit:>16}{'never drawn':>13}  repeats (count: samples)"
+    ]
     for d, name in enumerate(result.names):
         counts = result.counts_of(name)
         tokens = result.num_tokens[d]
@@ -103,8 +120,12 @@ def format_report(result: BuildPlan) -> str:
         after = planned / max(1, int(np.dot(result.plan.counts, np.concatenate(result.num_tokens))))
         values, freq = np.unique(counts, return_counts=True)
         histogram = ", ".join(f"{v}: {f}" for v, f in zip(values.tolist(), freq.tolist()))
-        lines.append(f"{name:<16}{len(counts):>9}{int(tokens.sum()):>12}{before:>8.1%}"
-                     f"{after:>9.1%}{planned:>16}{int((counts == 0).sum()):>13}  {histogram}")
-    lines.append(f"planned {unit}: {report.get('planned_tokens')} "
-                 f"(shortfall {report.get('shortfall_tokens', 0)})")
+        lines.append(
+            f"{name:<16}{len(counts):>9}{int(tokens.sum()):>12}{before:>8.1%}"
+            f"{after:>9.1%}{planned:>16}{int((counts == 0).sum()):>13}  {histogram}"
+        )
+    lines.append(
+        f"planned {unit}: {report.get('planned_tokens')} "
+        f"(shortfall {report.get('shortfall_tokens', 0)})"
+    )
     return "\n".join(lines)

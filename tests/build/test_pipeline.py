@@ -259,3 +259,57 @@ def test_unknown_tokenizer_path_is_an_error_before_any_output(tmp_path: Path) ->
     with pytest.raises(BuildError, match="cannot load a tokenizer"):
         run_build(_config(tmp_path, {"a": str(path)}, tokenizer=str(tmp_path / "empty_tok")))
     assert not (tmp_path / "out").exists()
+
+
+def test_pool_runs_prepare_and_cluster_with_the_same_output(
+    tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    """workers=2 (cluster in a pool process), also resumed with one unit left, equals workers=0."""
+    sources = _corpus(tmp_path)
+    changes = {"tokenizer": str(tokenizer_dir), "val_fraction": 0.2, "dedup": True}
+    reference = _config(tmp_path, sources, out=str(tmp_path / "ref"), **changes)
+    run_build(reference)
+    pooled = _config(tmp_path, sources, out=str(tmp_path / "pool"), workers=2, **changes)
+    assert run_build(pooled).stage_seconds["cluster"] >= 0
+    assert output_files(Path(pooled.out)) == output_files(Path(reference.out))
+    resumed = dataclasses.replace(pooled, out=str(tmp_path / "resumed"))
+    work = Path(resumed.out) / ".streammix-work"
+    original = pipeline.run_write
+
+    def stop_before_write(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    pipeline.run_write = stop_before_write
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_build(resumed)
+    finally:
+        pipeline.run_write = original
+    (work / "cluster.parquet").unlink()
+    sorted((work / "units").glob("*.parquet"))[2].unlink()  # a pool of one process
+    run_build(resumed)
+    assert output_files(Path(resumed.out)) == output_files(Path(reference.out))
+
+
+def test_cluster_errors_in_a_pool_process_reach_the_caller(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [{"text": " "}, {"text": ""}])
+    with pytest.raises(BuildError, match="domain 'a' has no usable documents"):
+        run_build(_config(tmp_path, {"a": str(path)}, id_field=None, workers=2))
+
+
+def test_writer_import_starts_once_when_pool_processes_run_out_of_units(monkeypatch) -> None:
+    started = []
+    monkeypatch.setattr(pipeline, "_import_writer", lambda: started.append(True))
+    workers = pipeline._Workers(workers=2, settings=None)
+    workers.on_progress(0)  # no pool: the stages run in this process, nothing to overlap
+    assert workers.writer_import is None
+    workers.pool, workers.processes = object(), 2
+    workers.on_progress(5)
+    workers.on_progress(2)
+    assert workers.writer_import is None
+    workers.on_progress(1)
+    workers.on_progress(0)
+    workers.writer_import.join()
+    assert started == [True]
+    workers.pool = None
+    assert workers.call(sum, [1, 2]) == 3  # without a pool: in this process
