@@ -52,9 +52,11 @@ class TokenizerBackend:
 
 
 def load_tokenizer_backend(path: str) -> TokenizerBackend:
-    """The backend of the local tokenizer folder ``path``, or a ``BuildError`` saying why not."""
-    if not os.path.isdir(path):
-        raise BuildError(f"--tokenizer {path}: no such folder (a local tokenizer folder is needed)")
+    """The backend of the local tokenizer folder ``path``, or a ``BuildError`` saying why not.
+
+    Anything the direct path cannot use, a missing folder included, goes to
+    :func:`load_tokenizer`, whose errors are the reference.
+    """
     direct = _load_direct(path)
     if direct is not None:
         return direct

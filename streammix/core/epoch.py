@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from streammix.core.order import GlobalOrder, OrderConfig
-from streammix.core.partition import scatter_to_workers
+from streammix.core.partition import per_device_batch_size, scatter_to_workers
 from streammix.core.passes import DomainLayout
 from streammix.core.schedule import Schedule
 
@@ -49,16 +49,12 @@ def worker_sample_ids(*, config: OrderConfig, domains: Sequence[DomainLayout], s
         )
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    if world_size < 1 or num_workers < 1 or global_batch_size < 1:
-        raise ValueError("world_size, num_workers and global_batch_size must be >= 1")
-    if global_batch_size % world_size:
-        raise ValueError(
-            f"world_size {world_size} does not divide global_batch_size {global_batch_size}"
-        )
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    per_device = per_device_batch_size(world_size, global_batch_size)
     sizes = [layout.num_samples for layout in domains]
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    per_device = global_batch_size // world_size
     slots = -(-num_batches // num_workers) * per_device
     out = np.empty((world_size * num_workers, slots), dtype=sample_id_dtype(int(offsets[-1])))
     _pad_short_workers(out, num_batches, world_size, num_workers, per_device)

@@ -40,6 +40,7 @@ exceed a plain replay, we replay instead, so the answer is always exact.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numba
@@ -154,27 +155,33 @@ def count_upper_bounds(weights: np.ndarray, n: int) -> list[int]:
     return bounds
 
 
-def _candidate_count_bound(weights: np.ndarray, n: int) -> int:
-    """An upper bound of the number of the lemma's candidates at ``n``."""
-    slack = sum(count_upper_bounds(weights, n)) - n
-    return math.comb(slack + len(weights) - 1, len(weights) - 1)
+@dataclass(frozen=True)
+class _Candidates:
+    """The lemma's candidate set at ``n``: every ``upper - b`` with ``b >= 0``, ``sum(b) = slack``."""
 
+    n: int
+    upper: np.ndarray
+    slack: int
 
-def _candidate_deficits(
-    weights: np.ndarray, n: int, limit: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(upper, deficits)``: the lemma's candidates are ``upper - deficits[c]``; None if the
-    number of candidates could exceed ``limit``."""
-    upper = np.array(count_upper_bounds(weights, n), dtype=np.int64)
-    slack = int(upper.sum()) - n
-    if slack < 0:
-        raise AssertionError("count bounds below n: the lemma's assumptions are violated")
-    bound = _candidate_count_bound(weights, n)
-    if bound > limit:
-        return None
-    deficits = np.empty((bound, len(upper)), dtype=np.int32)
-    rows = _enumerate_deficits_nb(np.minimum(upper, slack), np.int64(slack), deficits)
-    return upper, deficits[:rows]
+    @classmethod
+    def at(cls, weights: np.ndarray, n: int) -> _Candidates:
+        upper = np.array(count_upper_bounds(weights, n), dtype=np.int64)
+        slack = int(upper.sum()) - n
+        if slack < 0:
+            raise AssertionError("count bounds below n: the lemma's assumptions are violated")
+        return cls(n=n, upper=upper, slack=slack)
+
+    @property
+    def count_bound(self) -> int:
+        """An upper bound of how many candidates there are."""
+        return math.comb(self.slack + len(self.upper) - 1, len(self.upper) - 1)
+
+    def deficits(self) -> np.ndarray:
+        """Every ``b`` (int32 rows); the candidates are ``upper - b``."""
+        out = np.empty((self.count_bound, len(self.upper)), dtype=np.int32)
+        caps = np.minimum(self.upper, self.slack)
+        rows = _enumerate_deficits_nb(caps, np.int64(self.slack), out)
+        return out[:rows]
 
 
 def _fewest_candidates_lead(weights: np.ndarray, n: int, lead: int, choices: int,
@@ -196,11 +203,10 @@ def candidate_states(weights, n: int, limit: int | None = None) -> np.ndarray | 
     ``limit`` defaults to ``MAX_CANDIDATE_ENTRIES // len(weights)``.
     """
     w = np.ascontiguousarray(weights, dtype=np.float64)
-    found = _candidate_deficits(w, n, MAX_CANDIDATE_ENTRIES // len(w) if limit is None else limit)
-    if found is None:
+    candidates = _Candidates.at(w, n)
+    if candidates.count_bound > (MAX_CANDIDATE_ENTRIES // len(w) if limit is None else limit):
         return None
-    upper, deficits = found
-    return upper - deficits.astype(np.int64)
+    return candidates.upper - candidates.deficits().astype(np.int64)
 
 
 def greedy_counts_at(weights, n: int, *, known: tuple[int, np.ndarray] | None = None) -> np.ndarray:
@@ -218,21 +224,20 @@ def greedy_counts_at(weights, n: int, *, known: tuple[int, np.ndarray] | None = 
     lead = 64
     budget = (n - start) // 2  # candidate-steps: past this, a plain replay is cheaper
     while lead * 4 <= n - start:
-        best: tuple[int, int] | None = None  # (number of candidates, lead)
+        best: _Candidates | None = None
         for choices in START_CHOICES:
             chosen = _fewest_candidates_lead(w, n, lead, choices, longest=(n - start) // 4)
-            size = _candidate_count_bound(w, n - chosen)
-            best = min(best or (size, chosen), (size, chosen))
-            if best[0] <= FEW_CANDIDATES:
+            candidates = _Candidates.at(w, n - chosen)
+            if best is None or candidates.count_bound < best.count_bound:
+                best = candidates
+            if best.count_bound <= FEW_CANDIDATES:
                 break
-        lead = best[1]
-        found = _candidate_deficits(w, n - lead, MAX_CANDIDATE_ENTRIES // w.shape[0])
-        if found is None or found[1].shape[0] > budget:
+        if best.count_bound > min(MAX_CANDIDATE_ENTRIES // w.shape[0], budget):
             break
-        upper, deficits = found
-        slack = int(upper.sum()) - (n - lead)
-        base = upper - slack
-        states = np.subtract(slack, deficits, out=deficits)  # counts = base + states
+        lead = n - best.n
+        base = best.upper - best.slack
+        states = best.deficits()
+        states = np.subtract(best.slack, states, out=states)  # counts = base + states
         done, position = 0, n - lead
         while done < lead and states.shape[0] > 1 and budget > 0:
             step = min(lead - done, max(1, done))

@@ -17,7 +17,8 @@ import numba
 import numpy as np
 
 
-def _check_world(rank: int, world_size: int, global_batch_size: int) -> int:
+def per_device_batch_size(world_size: int, global_batch_size: int, rank: int = 0) -> int:
+    """``global_batch_size // world_size``, after checking the world (ValueError if bad)."""
     if world_size < 1 or global_batch_size < 1:
         raise ValueError(
             f"world_size and global_batch_size must be >= 1, got {world_size}, {global_batch_size}"
@@ -35,7 +36,7 @@ def device_batch_span(
     *, batch: int, rank: int, world_size: int, global_batch_size: int
 ) -> tuple[int, int]:
     """Global positions ``[start, stop)`` of rank ``rank``'s part of global batch ``batch``."""
-    per_device = _check_world(rank, world_size, global_batch_size)
+    per_device = per_device_batch_size(world_size, global_batch_size, rank)
     if batch < 0:
         raise ValueError(f"batch must be >= 0, got {batch}")
     start = batch * global_batch_size + rank * per_device
@@ -62,7 +63,7 @@ def worker_batches(
 def worker_positions(*, first_batch: int, end_batch: int, rank: int, worker: int, world_size: int,
                      num_workers: int, global_batch_size: int) -> np.ndarray:  # fmt: skip
     """All global positions one (rank, worker) reads, in the order it yields them (int64)."""
-    per_device = _check_world(rank, world_size, global_batch_size)
+    per_device = per_device_batch_size(world_size, global_batch_size, rank)
     span = worker_batches(
         first_batch=first_batch, end_batch=end_batch, worker=worker, num_workers=num_workers
     )
@@ -103,7 +104,7 @@ def scatter_to_workers(values: np.ndarray, *, first_position: int, out: np.ndarr
     ``domains`` and ``domain_offsets``, ``domain_offsets[domains[i]]`` is added to value ``i``
     (e.g. to turn per-domain sample indices into global sample ids).
     """
-    per_device = _check_world(0, world_size, global_batch_size)
+    per_device = per_device_batch_size(world_size, global_batch_size)
     if out.ndim != 2 or out.shape[0] != world_size * num_workers:
         raise ValueError(
             f"out must have shape ({world_size * num_workers}, slots), got {out.shape}"
