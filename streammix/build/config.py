@@ -19,8 +19,6 @@ from typing import Any
 
 DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 VAL_SUFFIX = "-val"
-# The shard compressions of mosaicml-streaming (checked here without importing it).
-COMPRESSION = re.compile(r"^(br|bz2|gz|snappy|zstd)(:\d+)?$")
 
 
 class BuildError(ValueError):
@@ -164,8 +162,17 @@ def _validate(config: BuildConfig) -> None:
         raise BuildError(
             f"unknown MinHash scheme {config.minhash_scheme!r}; choose one of {SCHEMES}"
         )
-    if config.compression is not None and not COMPRESSION.match(config.compression):
-        raise BuildError(f"unknown compression {config.compression!r} (e.g. zstd, zstd:9)")
+    if config.size_limit >= 1 << 32:
+        raise BuildError(
+            f"size_limit must be below 4 GiB (MDS offsets are uint32), got {config.size_limit}"
+        )
+    if config.compression is not None:
+        from streammix.format.mds import parse_compression
+
+        try:
+            parse_compression(config.compression)
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
 
 
 def _check_range(

@@ -10,10 +10,9 @@
 5. *manifest*: ``rejects.jsonl``, then ``streammix.yaml`` last, then the work folder is
    deleted.
 
-The main process mostly waits during stages 2 and 3; once the pool runs out of units it
-imports the MDS writer's package (``streaming``, which imports torch) in a thread, so that
-import overlaps the last units and the cluster stage instead of delaying stage 4. The
-tokenizer is checked without importing transformers where that gives the same backend
+Nothing here imports torch: the MDS writer is streammix's own
+(``streammix.format.mds``, byte-identical to ``streaming.MDSWriter``), and the tokenizer is
+checked without importing transformers where that gives the same backend
 (``streammix.build.tokenizer``).
 
 Every stage skips work whose output already exists under its final name, so running the
@@ -26,7 +25,6 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,7 +169,6 @@ class _Workers:
     settings: PrepareSettings
     pool: Any = None
     processes: int = 0
-    writer_import: threading.Thread | None = None
 
     def __enter__(self) -> _Workers:
         return self
@@ -194,31 +191,11 @@ class _Workers:
             )
         return self.pool
 
-    def on_progress(self, units_left: int) -> None:
-        """Once fewer units are left than pool processes, import the MDS writer (see below)."""
-        if self.writer_import is None and self.pool is not None and units_left < self.processes:
-            self.writer_import = threading.Thread(target=_import_writer, daemon=True)
-            self.writer_import.start()
-
     def call(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` in a (warm) pool process if there is a pool, else here."""
         if self.pool is None:
             return function(*args)
-        self.on_progress(0)
         return self.pool.apply(function, args)
-
-
-def _import_writer() -> None:
-    """Import ``streaming`` (about 1.5 s: it imports torch) for the *write* stage.
-
-    It runs in a thread of the main process, which otherwise only waits while pool processes
-    prepare the last units and run the cluster stage, so the import takes a core that would
-    be idle. Importing is all it does; the write stage's own import then finds the module.
-    """
-    try:
-        import streaming  # noqa: F401
-    except Exception:  # the write stage imports it again and reports the problem there
-        return
 
 
 def _run_prepare(config: BuildConfig, plan: Plan, workers: _Workers) -> list[UnitStats]:
@@ -242,10 +219,9 @@ def _run_prepare(config: BuildConfig, plan: Plan, workers: _Workers) -> list[Uni
                 progress.update(results[unit.index])
         elif pending:
             finished = pool.imap_unordered(prepare_in_worker, pending, chunksize=1)
-            for done, stats in enumerate(finished):
+            for stats in finished:
                 results[stats.index] = stats
                 progress.update(stats)
-                workers.on_progress(len(pending) - done - 1)
     except InputError as exc:
         progress.close(failed=True)
         raise BuildError(str(exc)) from None

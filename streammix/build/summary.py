@@ -19,15 +19,16 @@ from streammix.format.manifest import MANIFEST_VERSION, BuildManifest
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import numpy
     import pyarrow
-    import streaming
 
     import streammix
 
     return {
         "streammix": streammix.__version__,
-        "streaming": streaming.__version__,
+        "streaming": version("mosaicml-streaming"),
         "numpy": numpy.__version__,
         "pyarrow": pyarrow.__version__,
     }

@@ -126,6 +126,7 @@ def _write_stream(
         with_id=config.id_field is not None,
         compression=config.compression,
         size_limit=config.size_limit,
+        compress_threads=max(1, config.workers),
     )
     with writer:
         for unit, unit_keys in zip(units, keys):

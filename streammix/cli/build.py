@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--compression",
         metavar="NAME",
-        help="MDS shard compression: zstd (default), zstd:LEVEL, none",
+        help="MDS shard compression: zstd (default), zstd:LEVEL (1-22), br, bz2, gz, snappy "
+        "(br/bz2/gz also take :LEVEL), or none",
     )
     run.add_argument(
         "--shard-size", metavar="SIZE", type=parse_size, help="MDS shard size limit (default 64MB)"

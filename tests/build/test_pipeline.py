@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -297,19 +299,24 @@ def test_cluster_errors_in_a_pool_process_reach_the_caller(tmp_path: Path) -> No
         run_build(_config(tmp_path, {"a": str(path)}, id_field=None, workers=2))
 
 
-def test_writer_import_starts_once_when_pool_processes_run_out_of_units(monkeypatch) -> None:
-    started = []
-    monkeypatch.setattr(pipeline, "_import_writer", lambda: started.append(True))
+def test_pool_call_without_a_pool_runs_in_this_process() -> None:
     workers = pipeline._Workers(workers=2, settings=None)
-    workers.on_progress(0)  # no pool: the stages run in this process, nothing to overlap
-    assert workers.writer_import is None
-    workers.pool, workers.processes = object(), 2
-    workers.on_progress(5)
-    workers.on_progress(2)
-    assert workers.writer_import is None
-    workers.on_progress(1)
-    workers.on_progress(0)
-    workers.writer_import.join()
-    assert started == [True]
-    workers.pool = None
-    assert workers.call(sum, [1, 2]) == 3  # without a pool: in this process
+    assert workers.call(sum, [1, 2]) == 3
+
+
+def test_a_build_imports_neither_torch_nor_streaming(tmp_path: Path) -> None:
+    """The build writes MDS itself: the heavy ML imports would cost seconds per build."""
+    path = write_jsonl(tmp_path / "a.jsonl", generated_records(30, seed=4, prefix="x"))
+    script = (
+        "import sys\n"
+        "from streammix.cli.build import main\n"
+        f"main(['--domain', 'a={path}', '--out', {str(tmp_path / 'out')!r}, '--workers', '1',"
+        " '--quiet'])\n"
+        "print(sorted(m for m in ('torch', 'streaming', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "streammix.yaml").exists()
