@@ -246,44 +246,22 @@ class StreamWriter:
         # Sorted columns: domain, id, num_bytes | num_tokens, text, tokens.
         head_format = "<" + "I" * (int(self.with_id) + 1 + int(self.token_dtype is not None))
         for row in range(rows):
-            text = texts[text_offsets[row] : text_offsets[row + 1]]
-            count = counts_le[4 * row : 4 * row + 4]
-            if self.token_dtype is not None:
-                length = int(offsets[row + 1] - offsets[row])
-                array = (
-                    shape_header(length)
-                    + token_bytes[itemsize * int(offsets[row]) : itemsize * int(offsets[row + 1])]
-                )
-                if ids is not None:
-                    doc_id = ids[id_offsets[row] : id_offsets[row + 1]]
-                    parts = (
-                        struct.pack(head_format, len(doc_id), len(text), len(array)),
-                        domain,
-                        doc_id,
-                        count,
-                        text,
-                        array,
-                    )
-                else:
-                    parts = (
-                        struct.pack(head_format, len(text), len(array)),
-                        domain,
-                        count,
-                        text,
-                        array,
-                    )
-            elif ids is not None:
+            sizes: list[int] = []  # of the variable-size columns, in column order
+            body = [domain]
+            if ids is not None:
                 doc_id = ids[id_offsets[row] : id_offsets[row + 1]]
-                parts = (
-                    struct.pack(head_format, len(doc_id), len(text)),
-                    domain,
-                    doc_id,
-                    count,
-                    text,
-                )
-            else:
-                parts = (struct.pack(head_format, len(text)), domain, count, text)
-            self._add(b"".join(parts))
+                sizes.append(len(doc_id))
+                body.append(doc_id)
+            body.append(counts_le[4 * row : 4 * row + 4])
+            text = texts[text_offsets[row] : text_offsets[row + 1]]
+            sizes.append(len(text))
+            body.append(text)
+            if self.token_dtype is not None:
+                start, stop = int(offsets[row]), int(offsets[row + 1])
+                array = shape_header(stop - start) + token_bytes[itemsize * start : itemsize * stop]
+                sizes.append(len(array))
+                body.append(array)
+            self._add(struct.pack(head_format, *sizes) + b"".join(body))
         self.num_samples += rows
 
     def _add(self, sample: bytes) -> None:
@@ -311,7 +289,7 @@ class StreamWriter:
         )
         index = len(self._shards)
         self._shards.append({"samples": count})
-        while len(self._pending) >= 2 * self._threads:
+        while len(self._pending) >= self._threads:  # bounds memory: threads + 1 shards
             self._pending.popleft().result()
         self._pending.append(self._executor.submit(self._save_shard, index, raw))
 
