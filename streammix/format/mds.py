@@ -234,7 +234,10 @@ class StreamWriter:
             token_lists = table["tokens"].combine_chunks()
             offsets = token_lists.offsets.to_numpy()
             offsets = offsets - offsets[0]  # a sliced list array starts past zero
-            tokens = token_lists.flatten().to_numpy().astype(self.token_dtype)
+            tokens = token_lists.flatten().to_numpy()
+            if tokens.size and int(tokens.max()) > np.iinfo(self.token_dtype).max:
+                raise ValueError(f"token id {int(tokens.max())} does not fit {self.token_dtype}")
+            tokens = tokens.astype(self.token_dtype)
             itemsize = tokens.dtype.itemsize
             token_bytes = tokens.tobytes()
             counts = np.diff(offsets)

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from streammix.format.mds import StreamWriter, mds_columns, parse_compression, shape_header
 
 
-def _table(texts: list[str], token_lengths: list[int], seed: int = 0) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    tokens = [rng.integers(0, 70000, size=n).tolist() for n in token_lengths]
+def _table(texts: list[str], token_lengths: list[int], high: int = 1 << 16) -> pa.Table:
+    rng = np.random.default_rng(0)
+    tokens = [rng.integers(0, high, size=n).tolist() for n in token_lengths]
     return pa.table(
         {
             "text": pa.array(texts, pa.string()),
@@ -71,16 +71,7 @@ def _both(tmp_path: Path, table: pa.Table, chunks: int = 1, threads: int = 1, **
 def test_same_bytes_as_mds_writer(tmp_path, token_dtype, with_id, compression) -> None:
     lengths = [1, 7, 255, 256, 300, 65535, 65536, 70000, 3] * 3
     texts = [f"Dokument {i}: naïve café ☕ " * (i % 5 + 1) for i in range(len(lengths))]
-    table = _table(texts, lengths)
-    if token_dtype == "uint16":
-        table = table.set_column(
-            2,
-            "tokens",
-            pa.array(
-                [[t % 65536 for t in row] for row in table["tokens"].to_pylist()],
-                pa.list_(pa.uint32()),
-            ),
-        )
+    table = _table(texts, lengths, high=70000 if token_dtype == "uint32" else 1 << 16)
     ours, theirs = _both(
         tmp_path,
         table,
@@ -132,7 +123,7 @@ def test_gzip_is_reproducible_and_decodes_to_the_same_shards(tmp_path) -> None:
 def test_any_text_and_shard_size(tmp_path_factory, texts, size_limit, threads) -> None:
     """Also samples bigger than the limit (MDSWriter puts an empty shard before them)."""
     tmp_path = tmp_path_factory.mktemp("mds")
-    table = _table(texts, [len(t) % 9 + 1 for t in texts])
+    table = _table(texts, [len(t) % 9 + 1 for t in texts], high=1 << 20)
     ours, theirs = _both(
         tmp_path,
         table,
@@ -210,3 +201,6 @@ def test_bad_writer_input(tmp_path) -> None:
         with StreamWriter(tmp_path / "c", **options) as writer:
             writer.write_table(table, domain_id=0)
     assert not (tmp_path / "c" / "index.json").exists()
+    with pytest.raises(ValueError, match="does not fit uint16"):
+        with StreamWriter(tmp_path / "d", **(options | {"token_dtype": "uint16"})) as writer:
+            writer.write_table(_table(["a"], [3], high=1 << 20), domain_id=0)
