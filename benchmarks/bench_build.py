@@ -64,24 +64,12 @@ def make_corpus(folder: Path, num_docs: int, doc_bytes: int) -> Path:
 
 
 def make_tokenizer(folder: Path, corpus: Path) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The demo's byte-level BPE (vocabulary 8000) trained on the first 2000 documents."""
+    from streammix.demo.tokenizer import train_tokenizer
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=8000,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
     with open(corpus, encoding="utf-8") as stream:
         sample = [json.loads(line)["text"] for _, line in zip(range(2000), stream)]
-    tokenizer.train_from_iterator(sample, trainer=trainer)
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>").save_pretrained(
-        folder
-    )
-    return folder
+    return train_tokenizer(sample, folder, vocab_size=8000)
 
 
 def plain_loop(corpus: Path, out: Path, tokenizer_dir: Path | None) -> None:

@@ -58,23 +58,11 @@ def generated_records(count: int, *, seed: int = 0, prefix: str = "doc") -> list
 
 def make_tokenizer(folder: Path) -> Path:
     """Train a tiny byte-level BPE in process (no downloads) and save it as a fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from streammix.demo.tokenizer import train_tokenizer
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
     corpus = [r["text"] for r in generated_records(200)]
     corpus += [p.read_text() for p in sorted((STDLIB / "json").glob("*.py"))]
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
-    fast.save_pretrained(folder)
-    return folder
+    return train_tokenizer(corpus, folder, vocab_size=400)
 
 
 def output_files(out: Path) -> dict[str, bytes]:
