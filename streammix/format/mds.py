@@ -187,7 +187,6 @@ class StreamWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.token_dtype = token_dtype
         self.with_id = with_id
-        self.num_samples = 0
         self.compression = compression or None
         self._compress: Callable[[bytes], bytes] | None = None
         self._extension = None
@@ -265,7 +264,6 @@ class StreamWriter:
                 sizes.append(len(array))
                 body.append(array)
             self._add(struct.pack(head_format, *sizes) + b"".join(body))
-        self.num_samples += rows
 
     def _add(self, sample: bytes) -> None:
         size = len(sample) + 4
