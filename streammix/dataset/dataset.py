@@ -72,6 +72,7 @@ class StreamMixDataset(StreamingDataset):
         self.domain_names = sources.names
         self._sources = sources
         self._init_order(sources)
+        self._epoch_baseline = int(self.next_epoch)
 
     # ------------------------------------------------------------------ construction
 
@@ -269,9 +270,21 @@ class StreamMixDataset(StreamingDataset):
     # ------------------------------------------------------------------ resume
 
     def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        """The resume state (Composer's contract: ``num_samples`` is its ``sample_in_epoch``).
+
+        Upstream names the epoch of the last iterator started (``next_epoch - 1``). At an
+        epoch-end checkpoint Composer has already moved to the next epoch and passes
+        ``num_samples=0``, so upstream would name the epoch just finished, and a resumed run
+        would serve it again. An epoch iterated since this instance was made or loaded,
+        with nothing counted in it, is therefore a finished one: the state names the next
+        epoch. The absolute position in the run is stored beside and checked on load.
+        """
         obj = super().state_dict(num_samples, from_beginning)
         # upstream reports epoch -1 before the first iteration; the samples count from epoch 0
-        obj["epoch"] = max(int(obj["epoch"]), 0)
+        epoch = max(int(obj["epoch"]), 0)
+        if from_beginning and num_samples == 0 and self._iterated_since_baseline():
+            epoch = int(self.next_epoch)
+        obj["epoch"] = epoch
         position = obj["epoch"] * self.epoch_size + obj["sample_in_epoch"]
         obj["streammix"] = {
             "version": STATE_VERSION,
@@ -296,6 +309,17 @@ class StreamMixDataset(StreamingDataset):
             raise ValueError("this state was not written by StreamMixDataset (no 'streammix' key)")
         if mine.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported StreamMixDataset state version {mine.get('version')}")
+        if obj["sample_in_epoch"] % self.global_batch_size:
+            raise ValueError(
+                f"cannot resume at sample {obj['sample_in_epoch']}: not a multiple of the global "
+                f"batch size {self.global_batch_size}"
+            )
+        absolute = int(obj["epoch"]) * self.epoch_size + int(obj["sample_in_epoch"])
+        if int(mine["position"]) != absolute:
+            raise ValueError(
+                f"inconsistent checkpoint: position {mine['position']} but epoch {obj['epoch']} "
+                f"and sample_in_epoch {obj['sample_in_epoch']} give {absolute}"
+            )
         for key, current in (("seed", self.order_seed), ("fingerprint", self.fingerprint),
                              ("global_batch_size", self.global_batch_size),
                              ("epoch_size", self.epoch_size)):
@@ -304,11 +328,6 @@ class StreamMixDataset(StreamingDataset):
                     f"cannot resume: the checkpoint's {key} ({mine[key]!r}) differs from this "
                     f"dataset's ({current!r}); the data, mixing configuration or seed changed"
                 )
-        if obj["sample_in_epoch"] % self.global_batch_size:
-            raise ValueError(
-                f"cannot resume at sample {obj['sample_in_epoch']}: not a multiple of the global "
-                f"batch size {self.global_batch_size}"
-            )
         published = tuple((int(s), tuple(float(x) for x in w)) for s, w in mine["updates"])
         if published and self.channel is None:
             raise ValueError("the checkpoint has online weight updates but this dataset is static")
@@ -319,6 +338,11 @@ class StreamMixDataset(StreamingDataset):
             self.channel = WeightChannel.create(horizon=self._horizon, updates=published)
         upstream = {k: v for k, v in obj.items() if k != "streammix"}
         super().load_state_dict(upstream)
+        self._epoch_baseline = int(self.next_epoch)
+
+    def _iterated_since_baseline(self) -> bool:
+        """Whether an epoch iterator started since this instance was created or loaded."""
+        return int(self.next_epoch) > getattr(self, "_epoch_baseline", 0)
 
     # ------------------------------------------------------------------ iteration
 

@@ -81,6 +81,19 @@ class RecordBatches(Callback):
                 os.fsync(stream.fileno())
 
 
+class SaveEvery:
+    """Composer ``save_interval``: every ``batches`` batches, and at epoch ends if asked."""
+
+    def __init__(self, batches: int, *, epochs: bool) -> None:
+        self.batches = batches
+        self.epochs = epochs
+
+    def __call__(self, state: State, event: Event) -> bool:
+        if event == Event.EPOCH_CHECKPOINT:
+            return self.epochs
+        return event == Event.BATCH_CHECKPOINT and int(state.timestamp.batch) % self.batches == 0
+
+
 def train(args: argparse.Namespace) -> None:
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -122,7 +135,7 @@ def train(args: argparse.Namespace) -> None:
         max_duration=f"{args.batches}ba",
         callbacks=callbacks,
         save_folder=str(run / "checkpoints"),
-        save_interval=f"{args.save_interval}ba",
+        save_interval=SaveEvery(args.save_interval, epochs=args.save_epochs),
         save_num_checkpoints_to_keep=-1,
         save_overwrite=True,
         load_path=args.load,
@@ -141,11 +154,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("make-data")
     make.add_argument("out", type=Path)
+    make.add_argument("--train", type=int, default=160, help="training samples per domain")
     run = sub.add_parser("train")
     run.add_argument("--data", required=True)
     run.add_argument("--run", required=True)
     run.add_argument("--batches", type=int, required=True)
     run.add_argument("--save-interval", type=int, default=2)
+    run.add_argument("--save-epochs", action="store_true", help="also save at every epoch end")
     run.add_argument("--load", default=None)
     run.add_argument("--global-batch", type=int, default=8)
     run.add_argument("--workers", type=int, default=0)
@@ -159,7 +174,7 @@ def main() -> None:
     run.add_argument("--cache-limit", default=None)
     args = parser.parse_args()
     if args.command == "make-data":
-        make_data(args.out)
+        make_data(args.out, train=args.train)
     else:
         train(args)
 

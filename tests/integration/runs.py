@@ -52,3 +52,48 @@ def global_batches(run: Path) -> dict[int, list]:
 
 def checkpoint(run: Path, batch: int) -> str:
     return str(run / "checkpoints" / f"ep0-ba{batch}-rank0.pt")
+
+
+def records(run: Path) -> dict[int, list[list]]:
+    """Global batch index -> every time it was served (all ranks joined), in file order.
+
+    A run killed and resumed appends to the same files, so a batch served before a kill and
+    again after the resume appears twice; both must be the planned batch.
+    """
+    seen: dict[int, dict[str, list]] = {}
+    for path in sorted(run.glob("record.rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            seen.setdefault(record["batch"], {}).setdefault(path.name, []).append(
+                record["samples"])
+    joined: dict[int, list[list]] = {}
+    for batch, parts in seen.items():
+        names = sorted(parts)
+        for k in range(min(len(parts[name]) for name in names)):
+            joined.setdefault(batch, []).append([s for name in names for s in parts[name][k]])
+    return joined
+
+
+def kill_at_batch(proc: subprocess.Popen, run: Path, batch: int, *, skip_lines: int = 0,
+                  timeout_s: float = 300) -> None:
+    """SIGKILL the process group once rank 0 recorded global batch ``batch`` (in the lines
+    after the first ``skip_lines``, which earlier attempts wrote)."""
+    import signal
+    import time
+
+    record = run / "record.rank0.jsonl"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = record.read_text().splitlines()[skip_lines:] if record.exists() else []
+        if any(json.loads(line)["batch"] >= batch for line in lines[-3:]):
+            break
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before batch {batch} could be killed")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def epoch_checkpoint(run: Path, epoch: int, batch: int) -> str:
+    """Composer's name for a checkpoint written with the timestamp at (epoch, batch)."""
+    return str(run / "checkpoints" / f"ep{epoch}-ba{batch}-rank0.pt")
