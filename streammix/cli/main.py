@@ -7,14 +7,13 @@ end with a one-line ``streammix: error: ...`` and exit status 2, never a traceba
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 EXAMPLES = """\
 examples:
   streammix plan OUT --alpha 0.8 --token-budget 2e9 --max-repeats 4 --out plan.npz --plots plots/
-  streammix plot-mixing run/history.json --out weights.png
+  streammix plot-mixing run/history.jsonl --out weights.png
   streammix demo --out demo-out
 """
 
@@ -59,9 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="folder for plan.png (quality, diversity and the plan)")
 
     plot = sub.add_parser("plot-mixing", help="plot weights and losses of an OnlineMixing run",
-                          description="Render the history.json that OnlineMixing(history_path=...) "
+                          description="Render the history.jsonl that OnlineMixing(history_path=...) "
                           "writes as one PNG: domain weights and per-domain losses over steps.")
-    plot.add_argument("history", type=Path, help="history.json written by OnlineMixing")
+    plot.add_argument("history", type=Path, help="history.jsonl written by OnlineMixing(history_path=...)")
     plot.add_argument("--out", type=Path, required=True, help="PNG to write")
 
     demo = sub.add_parser(
@@ -106,17 +105,13 @@ def _plan(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
+    from streammix.composer.history import read_history
     from streammix.composer.plot import plot_history
 
-    try:
-        payload = json.loads(args.history.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"no history file at {args.history}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{args.history} is not JSON: {exc}") from None
-    if not isinstance(payload, dict) or "history" not in payload:
-        raise ValueError(f"{args.history} is not an OnlineMixing history (no 'history' key)")
-    path = plot_history(payload["history"], args.out, domain_names=payload.get("domains"))
+    if not args.history.is_file():
+        raise ValueError(f"no history file at {args.history}")
+    domains, records = read_history(args.history)
+    path = plot_history(records, args.out, domain_names=domains)
     print(f"plot written to {path}")
 
 

@@ -12,9 +12,16 @@ The loop, identical on every rank:
 * ``BATCH_END``: the step's per-domain sums are all-reduced and added, in float64 and in step
   order, to the decision's running totals (so a resumed run adds the very same numbers).
   When the decision's steps are done: per-domain validation loss if the decision asked for
-  it, ``policy.update``, then ``dataset.publish(start, weights, final_until=...)`` where
-  ``start`` is the next batch (exact mode) or the next batch plus the lag (lagged mode).
-  Every decision is logged to Composer's loggers and appended to ``history``.
+  it (the validation batches are split over the ranks and the per-domain sums
+  all-reduced), ``policy.update`` on rank 0 only, whose decision and policy state are
+  broadcast, then ``dataset.publish(start, weights, final_until=...)`` where ``start`` is
+  the next batch (exact mode) or the next batch plus the lag (lagged mode). Every rank
+  therefore applies rank 0's weights by construction, even where forward passes differ
+  in the last bits between ranks. Every decision is logged to Composer's loggers and
+  appended to ``history`` (and, on rank 0, as one line to ``history_path``).
+
+Decisions are indexed by Composer's absolute batch count, which is the data's global batch
+index: a check at every batch refuses a run where the two drift apart.
 
 ``state_dict`` holds the policy state, the running totals, the current decision and the
 history, so a run interrupted anywhere resumes to the same weights and the same order.
@@ -22,7 +29,6 @@ history, so a run interrupted anywhere resumes to the same weights and the same 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +40,7 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from streammix.composer.history import HistoryWriter
 from streammix.dataset.dataset import StreamMixDataset
 from streammix.mixing.protocol import Decision, MixingPolicy, Observation
 from streammix.mixing.registry import make_policy
@@ -55,7 +62,8 @@ class OnlineMixing(Callback):
             dataset's build are used (only for policies that evaluate).
         val_samples: held-out samples per domain when read from the build.
         val_batch_size: batch size of the validation forward passes.
-        history_path: if given, rank 0 writes the decision history there as JSON.
+        history_path: if given, rank 0 appends each decision there as one JSON line
+            (``streammix.composer.history.read_history`` reads it back).
     """
 
     def __init__(self, policy: str | MixingPolicy = "aioli", *,
@@ -86,7 +94,9 @@ class OnlineMixing(Callback):
         self._step_sum: torch.Tensor | None = None
         self._step_count: torch.Tensor | None = None
         self._dataset: StreamMixDataset | None = None
-        self._val_batches: dict[str, list] | None = None
+        self._val_batches: list[tuple[int, Any]] | None = None
+        self._history_writer: HistoryWriter | None = None
+        self.validation_batches_run = 0  # on this rank, for reports and tests
 
     # ------------------------------------------------------------------ events
 
@@ -94,14 +104,13 @@ class OnlineMixing(Callback):
         if event == Event.AFTER_LOAD:
             self._setup(state)
         elif event == Event.FIT_START:
+            self._start_history()
             if self._decision is None:
                 self._decide(state, logger, observation=None)
         elif event == Event.AFTER_LOSS:
             self._accumulate(state)
         elif event == Event.BATCH_END:
             self._end_of_batch(state, logger)
-        elif event == Event.FIT_END:
-            self._write_history()
 
     # ------------------------------------------------------------------ setup
 
@@ -143,7 +152,8 @@ class OnlineMixing(Callback):
         if self.policy.needs_validation:
             self._val_batches = self._load_val_batches(state, dataset)
 
-    def _load_val_batches(self, state: State, dataset: StreamMixDataset) -> dict[str, list]:
+    def _load_val_batches(self, state: State, dataset: StreamMixDataset
+                          ) -> list[tuple[int, Any]]:
         names = dataset.domain_names
         if self.val_data is not None:
             missing = [n for n in names if not self.val_data.get(n)]
@@ -155,10 +165,11 @@ class OnlineMixing(Callback):
         collate = getattr(state.train_dataloader, "collate_fn", None)
         if collate is None:
             raise TypeError("the train dataloader has no collate_fn to batch validation samples")
-        batches = {}
-        for name, samples in per_domain.items():
-            batches[name] = [collate(samples[i:i + self.val_batch_size])
-                             for i in range(0, len(samples), self.val_batch_size)]
+        batches = []
+        for d, name in enumerate(names):
+            samples = per_domain[name]
+            batches.extend((d, collate(samples[i:i + self.val_batch_size]))
+                           for i in range(0, len(samples), self.val_batch_size))
         return batches
 
     # ------------------------------------------------------------------ measuring
@@ -189,23 +200,28 @@ class OnlineMixing(Callback):
         self._step_count = None
 
     def _validation_loss(self, state: State) -> np.ndarray:
+        """Per-domain mean held-out loss: rank r evaluates batches r, r + W, ...; the
+        per-domain sums and counts are all-reduced, so every rank gets the same numbers."""
         model = _unwrap(state.model)
+        num_domains = len(self._dataset.domain_names)
+        rank, world = dist.get_global_rank(), dist.get_world_size()
         was_training = model.training
         model.eval()
-        losses = []
+        sums = torch.zeros(2 * num_domains, dtype=torch.float64)
         try:
             with torch.no_grad():
-                for name in self._dataset.domain_names:
-                    total, count = 0.0, 0
-                    for batch in self._val_batches[name]:
-                        batch = state.device.batch_to_device(batch)
-                        per_sample = model.per_sample_loss(model(batch), batch).double()
-                        total += float(per_sample.sum())
-                        count += int(per_sample.numel())
-                    losses.append(total / count)
+                for d, batch in self._val_batches[rank::world]:
+                    batch = state.device.batch_to_device(batch)
+                    per_sample = model.per_sample_loss(model(batch), batch).double()
+                    sums[d] += float(per_sample.sum())
+                    sums[num_domains + d] += int(per_sample.numel())
+                    self.validation_batches_run += 1
         finally:
             model.train(was_training)
-        return np.asarray(losses)
+        sums = state.device.tensor_to_device(sums)
+        dist.all_reduce(sums)
+        sums = sums.cpu().numpy()
+        return sums[:num_domains] / sums[num_domains:]
 
     # ------------------------------------------------------------------ deciding
 
@@ -213,6 +229,12 @@ class OnlineMixing(Callback):
         self._reduce_step()
         done = int(state.timestamp.batch)
         dataset = self._dataset
+        if int(state.timestamp.sample) != done * dataset.global_batch_size:
+            raise RuntimeError(
+                f"after {done} batches Composer counted {int(state.timestamp.sample)} samples, "
+                f"not {done} x {dataset.global_batch_size}: online weights are indexed by the "
+                "data's global batch, so every batch must be a full global batch"
+            )
         if dataset.mixing.weight_updates == "lagged":
             dataset.commit(dataset.weight_start_for(done))
         if done >= self._decision_end:
@@ -224,15 +246,25 @@ class OnlineMixing(Callback):
             )
             self._decide(state, logger, observation)
 
+    def _policy_step(self, observation: Observation | None) -> Decision:
+        """``policy.start``/``update`` on rank 0; every rank takes its decision and state."""
+        payload: list[Any] = [None]
+        if dist.get_global_rank() == 0:
+            if observation is None:
+                payload[0] = self.policy.start(self._policy_state)
+            else:
+                payload[0] = self.policy.update(self._policy_state, observation)
+        if dist.get_world_size() > 1:
+            dist.broadcast_object_list(payload, src=0)
+        decision, self._policy_state = payload[0]
+        return decision
+
     def _decide(self, state: State, logger: Logger, observation: Observation | None) -> None:
         done = int(state.timestamp.batch)
-        if observation is None:
-            decision, self._policy_state = self.policy.start(self._policy_state)
-        else:
-            decision, self._policy_state = self.policy.update(self._policy_state, observation)
+        decision = self._policy_step(observation)
         while decision.num_steps == 0:  # "measure now": evaluate before training on anything
             observation = Observation(step=done, val_loss=self._validation_loss(state))
-            decision, self._policy_state = self.policy.update(self._policy_state, observation)
+            decision = self._policy_step(observation)
         self._decision = decision
         self._decision_end = done + decision.num_steps
         self._loss_sum[:] = 0.0
@@ -276,18 +308,15 @@ class OnlineMixing(Callback):
         metrics["mixing/applies_from_batch"] = start
         metrics.update({f"mixing/info/{k}": v for k, v in decision.info.items()})
         logger.log_metrics(metrics)
-        if self.history_path is not None:
-            self._write_history()
+        if self._history_writer is not None:
+            self._history_writer.append(self.history[-1])
 
-    def _write_history(self) -> None:
+    def _start_history(self) -> None:
+        """Rank 0: the history file restarts from the checkpointed decisions, then appends."""
         if self.history_path is None or dist.get_global_rank() != 0:
             return
-        self.history_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"domains": list(self._dataset.domain_names) if self._dataset else None,
-                   "history": self.history}
-        tmp = self.history_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(self.history_path)
+        self._history_writer = HistoryWriter(self.history_path, self._dataset.domain_names)
+        self._history_writer.rewrite(self.history)
 
     # ------------------------------------------------------------------ checkpointing
 

@@ -122,7 +122,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     if online:
         mixing_callback = OnlineMixing(config.policy, policy_options=dict(config.policy_options),
                                        val_samples=min(32, config.val_samples), val_batch_size=16,
-                                       history_path=out / "history.json")
+                                       history_path=out / "history.jsonl")
         callbacks.append(mixing_callback)
         if config.verbose:
             callbacks.append(PrintDecisions(mixing_callback))

@@ -30,7 +30,7 @@ import numpy as np
 
 from streammix.core.interleave import INTERLEAVE_METHODS
 from streammix.core.passes import DEFAULT_WINDOW_SHARDS, DomainLayout, PassTables
-from streammix.core.schedule import Schedule, segment_picks
+from streammix.core.schedule import Schedule, Segment, segment_picks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +62,16 @@ def _gather_by_domain_nb(domains, index, per_domain, base, out):
         out[i] = per_domain[base[domains[i]] + index[i]]
 
 
+def _check_drawable(segments: Sequence[Segment], domains: Sequence[DomainLayout]) -> None:
+    for segment in segments:
+        for d, (weight, layout) in enumerate(zip(segment.weights, domains)):
+            if weight > 0 and layout.pass_size == 0:
+                raise ValueError(
+                    f"domain {d} has weight {weight} from position {segment.start} but no "
+                    "samples (pass_size 0)"
+                )
+
+
 class GlobalOrder:
     """``samples(start, stop)`` -> (domain, sample within domain) for global positions."""
 
@@ -71,12 +81,7 @@ class GlobalOrder:
             raise ValueError(
                 f"{len(domains)} domain layouts but the schedule has {schedule.num_domains} domains"
             )
-        for segment in schedule.segments:
-            for d, (weight, layout) in enumerate(zip(segment.weights, domains)):
-                if weight > 0 and layout.pass_size == 0:
-                    raise ValueError(
-                        f"domain {d} has weight {weight} from position {segment.start} but no samples (pass_size 0)"
-                    )
+        _check_drawable(schedule.segments, domains)
         self.config = config
         self.domains = tuple(domains)
         self.schedule = schedule
@@ -88,10 +93,29 @@ class GlobalOrder:
         self._buffers: dict[str, np.ndarray] = {}
 
     def with_schedule(self, schedule: Schedule) -> GlobalOrder:
-        """Same passes (tables shared), new schedule."""
-        return GlobalOrder(
-            config=self.config, domains=self.domains, schedule=schedule, _tables=self._tables
-        )
+        """Same passes (tables shared), new schedule.
+
+        A schedule that extends this one (the usual case: online weights append segments)
+        is checked from this one's last segment on, so the cost does not grow with the run.
+        """
+        old = self.schedule.segments
+        if schedule.num_domains != len(self.domains):
+            raise ValueError(f"{len(self.domains)} domain layouts but the schedule has "
+                             f"{schedule.num_domains} domains")
+        # Schedule.append keeps the earlier Segment objects: the one before the last one
+        # being the same object means everything before it is unchanged.
+        extends = len(schedule.segments) >= len(old) and (
+            len(old) < 2 or schedule.segments[len(old) - 2] is old[len(old) - 2])
+        order = GlobalOrder.__new__(GlobalOrder)
+        _check_drawable(schedule.segments[len(old) - 1:] if extends else schedule.segments,
+                        self.domains)
+        order.config = self.config
+        order.domains = self.domains
+        order.schedule = schedule
+        order._tables = self._tables
+        order._state = None
+        order._buffers = {}
+        return order
 
     def _counts_at(self, segment_index: int, position: int) -> np.ndarray:
         """Per-domain picks of segment ``segment_index`` before ``position``."""

@@ -113,7 +113,7 @@ class Schedule:
             raise ValueError(f"new segment start {start} is before the last start {last.start}")
         if start == last.start:
             replaced = Segment(start=start, weights=normalized, cursors=last.cursors)
-            return Schedule(self.segments[:-1] + (replaced,))
+            return self._unchecked(self.segments[:-1] + (replaced,), self._starts)
         if interleave not in INTERLEAVE_METHODS:
             raise ValueError(f"interleave must be one of {INTERLEAVE_METHODS}, got {interleave!r}")
         _, counts = segment_picks(
@@ -122,9 +122,19 @@ class Schedule:
             n=start - last.start, record=False,
         )  # fmt: skip
         cursors = tuple(int(c) + int(n) for c, n in zip(last.cursors, counts))
-        return Schedule(
-            self.segments + (Segment(start=start, weights=normalized, cursors=cursors),)
-        )
+        return self._extended(Segment(start=start, weights=normalized, cursors=cursors))
+
+    def _extended(self, segment: Segment) -> Schedule:
+        """This schedule plus ``segment`` (start after the last; checked here), without
+        validating the earlier segments again, so appending costs the same at any length."""
+        return self._unchecked(self.segments + (segment,), self._starts + [segment.start])
+
+    @staticmethod
+    def _unchecked(segments: tuple[Segment, ...], starts: list[int]) -> Schedule:
+        schedule = object.__new__(Schedule)
+        object.__setattr__(schedule, "segments", segments)
+        object.__setattr__(schedule, "_starts", starts)
+        return schedule
 
     def to_state(self) -> dict[str, Any]:
         return {

@@ -2,17 +2,23 @@
 
 DataLoader workers are separate processes holding a copy of the dataset made when they
 started, so weights chosen during training must travel through something both can see.
-The channel is one small JSON file in a node-local directory that only the process which
-created it (a rank's main process) writes, always by writing a temporary file and
-``os.replace`` (readers never see a half-written state):
+The channel is a small node-local directory that only the process which created it (a
+rank's main process) writes. Both of its files cost O(1) per decision, however long the run:
 
-    {"run": <key>, "version": n, "horizon": H, "updates": [[start_batch, [w0, w1, ...]], ...]}
+``updates.bin``
+    append-only records, one per published update: ``int64 start_batch`` then
+    ``num_domains`` float64 weights. A later record with the same start replaces the
+    earlier one. Readers remember how far they have read and parse only new records.
+``horizon``
+    one little-endian int64, replaced atomically (temporary file + ``os.replace``): the
+    order of every global batch ``< horizon`` is final, no update with a start below it
+    will ever be published.
 
-``updates`` are the published weight changes, each applying from a global batch index on;
-``horizon`` promises that the order of every global batch ``< H`` is final: no update with
-a start below ``H`` will ever be published. A worker about to produce batch ``b`` reads the
-file only when ``b >= H`` and, in exact mode, waits (polling) until ``H > b``, or raises a
-clear error after a timeout instead of hanging.
+The writer appends (and flushes) an update before it raises the horizon past it, so a
+reader that sees horizon ``H`` finds every update below ``H`` complete in the file. A
+worker about to produce batch ``b`` reads only when ``b >= H`` and, in exact mode, waits
+(polling the 8-byte horizon file) until ``H > b``, or raises a clear error after a timeout
+instead of hanging.
 
 Every channel directory is new and uniquely named per dataset instance (``<pid>-<uuid>``),
 so a run can never read the state of an earlier one; the creating process removes it when
@@ -22,9 +28,9 @@ behind by processes that no longer exist.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 import uuid
@@ -33,7 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_FILE = "state.json"
+UPDATES_FILE = "updates.bin"
+HORIZON_FILE = "horizon"
 POLL_INTERVAL_S = 0.002
 UNBOUNDED = 2**62
 
@@ -76,63 +83,106 @@ def _remove_orphans(root: Path) -> None:
 class WeightChannel:
     """One writer (the process that created it), any number of reading processes."""
 
-    def __init__(self, directory: str | Path, *, owner_pid: int) -> None:
+    def __init__(self, directory: str | Path, *, owner_pid: int, num_domains: int) -> None:
         self.directory = Path(directory)
         self.owner_pid = owner_pid
+        self.num_domains = num_domains
+        self._record = struct.Struct(f"<q{num_domains}d")
         self._cached: ChannelState | None = None
+        self._updates: tuple[tuple[int, tuple[float, ...]], ...] = ()
+        self._offset = 0  # bytes of updates.bin already parsed
+        self._version = 0
         self._finalizer: weakref.finalize | None = None
 
     @classmethod
-    def create(cls, *, root: str | Path | None = None, horizon: int = 0,
+    def create(cls, *, num_domains: int, root: str | Path | None = None, horizon: int = 0,
                updates: Sequence[tuple[int, Sequence[float]]] = ()) -> WeightChannel:
+        if num_domains < 1:
+            raise ValueError(f"num_domains must be >= 1, got {num_domains}")
         base = Path(root) if root is not None else _default_root()
         base.mkdir(parents=True, exist_ok=True)
         _remove_orphans(base)
         pid = os.getpid()
         directory = base / f"{pid}-{uuid.uuid4().hex}"
         directory.mkdir()
-        channel = cls(directory, owner_pid=pid)
+        channel = cls(directory, owner_pid=pid, num_domains=num_domains)
         channel._finalizer = weakref.finalize(channel, shutil.rmtree, str(directory), True)
-        channel._write(ChannelState(0, horizon, tuple((int(s), tuple(map(float, w)))
-                                                      for s, w in updates)))
+        (directory / UPDATES_FILE).touch()
+        for start, weights in updates:
+            channel._append(int(start), weights)
+        channel._write_horizon(int(horizon))
+        channel.read()
         return channel
 
     def __getstate__(self) -> dict:
-        # Workers get a read-only handle: no finalizer, no cached state.
-        return {"directory": str(self.directory), "owner_pid": self.owner_pid}
+        # Workers get a read-only handle: no finalizer, nothing read yet.
+        return {"directory": str(self.directory), "owner_pid": self.owner_pid,
+                "num_domains": self.num_domains}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["directory"], owner_pid=state["owner_pid"])
+        self.__init__(state["directory"], owner_pid=state["owner_pid"],
+                      num_domains=state["num_domains"])
 
     @property
     def is_owner(self) -> bool:
         return os.getpid() == self.owner_pid
 
-    def _write(self, state: ChannelState) -> None:
+    def _check_owner(self) -> None:
         if not self.is_owner:
             raise RuntimeError("only the process that created a weight channel may publish to it")
-        payload = {"run": self.directory.name, "version": state.version,
-                   "horizon": state.horizon, "updates": [[s, list(w)] for s, w in state.updates]}
-        tmp = self.directory / f".{STATE_FILE}.{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, self.directory / STATE_FILE)
-        self._cached = state
 
-    def read(self) -> ChannelState:
-        """The current published state (re-read from disk)."""
+    def _append(self, start_batch: int, weights: Sequence[float]) -> None:
+        self._check_owner()
+        values = tuple(float(w) for w in weights)
+        if len(values) != self.num_domains:
+            raise ValueError(f"expected {self.num_domains} weights, got {len(values)}")
+        with open(self.directory / UPDATES_FILE, "ab") as stream:
+            stream.write(self._record.pack(start_batch, *values))
+            stream.flush()
+
+    def _write_horizon(self, horizon: int) -> None:
+        self._check_owner()
+        tmp = self.directory / f".{HORIZON_FILE}.{uuid.uuid4().hex}"
+        tmp.write_bytes(struct.pack("<q", horizon))
+        os.replace(tmp, self.directory / HORIZON_FILE)
+
+    def _read_horizon(self) -> int:
         try:
-            payload = json.loads((self.directory / STATE_FILE).read_text())
+            data = (self.directory / HORIZON_FILE).read_bytes()
         except FileNotFoundError:
             raise RuntimeError(
                 f"the weight channel {self.directory} is gone: the training process that "
                 "owned it has exited or closed it"
             ) from None
-        if payload["run"] != self.directory.name:
-            raise RuntimeError(f"weight channel {self.directory} holds another run's state")
-        state = ChannelState(
-            int(payload["version"]), int(payload["horizon"]),
-            tuple((int(s), tuple(float(x) for x in w)) for s, w in payload["updates"]),
-        )
+        return struct.unpack("<q", data)[0]
+
+    def read(self) -> ChannelState:
+        """The current published state: the horizon, then any updates appended since the
+        last read (the horizon first, so every update below it is already complete)."""
+        horizon = self._read_horizon()
+        try:
+            with open(self.directory / UPDATES_FILE, "rb") as stream:
+                stream.seek(self._offset)
+                data = stream.read()
+        except FileNotFoundError:
+            raise RuntimeError(f"the weight channel {self.directory} is gone") from None
+        size = self._record.size
+        complete = len(data) - len(data) % size
+        changed = complete > 0
+        updates = self._updates
+        for offset in range(0, complete, size):
+            start, *weights = self._record.unpack_from(data, offset)
+            if updates and updates[-1][0] == start:  # publish order: only the last can repeat
+                updates = updates[:-1]
+            updates += ((start, tuple(weights)),)  # copies references only
+        self._updates = updates
+        self._offset += complete
+        cached = self._cached
+        if cached is not None and not changed and cached.horizon == horizon:
+            return cached
+        if changed:
+            self._version += 1
+        state = ChannelState(self._version, horizon, self._updates)
         self._cached = state
         return state
 
@@ -154,9 +204,10 @@ class WeightChannel:
             )
         if horizon < current.horizon:
             raise ValueError(f"horizon may only grow ({current.horizon} -> {horizon})")
-        updates = tuple(u for u in current.updates if u[0] != start_batch)
-        updates += ((int(start_batch), tuple(float(w) for w in weights)),)
-        self._write(ChannelState(current.version + 1, int(horizon), updates))
+        self._append(int(start_batch), weights)
+        if horizon != current.horizon:
+            self._write_horizon(int(horizon))
+        self.read()
 
     def commit(self, horizon: int) -> None:
         """Declare every batch below ``horizon`` final without changing weights."""
@@ -164,7 +215,8 @@ class WeightChannel:
         if horizon < current.horizon:
             raise ValueError(f"horizon may only grow ({current.horizon} -> {horizon})")
         if horizon > current.horizon:
-            self._write(ChannelState(current.version + 1, int(horizon), current.updates))
+            self._write_horizon(int(horizon))
+            self.read()
 
     def wait_until_final(self, batch: int, *, timeout_s: float) -> ChannelState:
         """Block until batch ``batch`` is final (horizon > batch); return the state."""
@@ -173,10 +225,10 @@ class WeightChannel:
             return cached
         deadline = time.monotonic() + timeout_s
         while True:
-            state = self.read()
-            if state.horizon > batch:
-                return state
+            if self._read_horizon() > batch:
+                return self.read()
             if time.monotonic() > deadline:
+                state = self.read()
                 raise WeightChannelTimeout(
                     f"weights for global batch {batch} were not published within {timeout_s:g} s "
                     f"(published through batch {state.horizon - 1}). With weight_updates='exact' "

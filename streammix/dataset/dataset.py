@@ -133,7 +133,7 @@ class StreamMixDataset(StreamingDataset):
         self._horizon = 0
         self.channel: WeightChannel | None = None
         if mixing.weight_updates != "static":
-            self.channel = WeightChannel.create()
+            self.channel = WeightChannel.create(num_domains=len(self.domain_names))
         self._schedule_cache: tuple[tuple, Schedule] | None = None
 
     @property
@@ -191,20 +191,36 @@ class StreamMixDataset(StreamingDataset):
         return sorted(merged.items())
 
     def schedule_for(self, published: Sequence[tuple[int, tuple[float, ...]]]) -> Schedule:
-        """The schedule (positions, weights, cursors) after the given published updates."""
-        updates = tuple(self._all_updates(published))
+        """The schedule (positions, weights, cursors) after the given published updates.
+
+        Published updates only grow at the end (the channel refuses anything else; the last
+        one may be replaced), so a schedule extending the cached one is built by appending
+        the new segments: the cost per decision does not grow with the run's length.
+        """
         cached = self._schedule_cache
-        if cached is not None and cached[0] == updates:
-            return cached[1]
+        if cached is not None and cached[0] is published:
+            return cached[2]
+        if not self._static_updates and cached is not None and published:
+            count, schedule = cached[1], cached[2]
+            if 0 < count <= len(published) and published[count - 1][0] == cached[3][0]:
+                tail = published[count - 1:]
+                if tail[0] == cached[3]:
+                    tail = tail[1:]
+                schedule = self._appended(schedule, tail)
+                self._schedule_cache = (published, len(published), schedule, published[-1])
+                return schedule
+        merged = self._all_updates(published)
+        schedule = self._appended(Schedule.initial(merged[0][1]), merged[1:])
+        self._schedule_cache = (published, len(published), schedule,
+                                published[-1] if published else None)
+        return schedule
+
+    def _appended(self, schedule: Schedule, updates: Sequence[tuple[int, Sequence[float]]]
+                  ) -> Schedule:
         G = self.global_batch_size
-        kind = self.mixing.interleave
-        if cached is not None and updates[: len(cached[0])] == cached[0]:
-            schedule, done = cached[1], len(cached[0])
-        else:
-            schedule, done = Schedule.initial(updates[0][1]), 1
-        for start, weights in updates[done:]:
-            schedule = schedule.append(start * G, weights, interleave=kind, seed=self.order_seed)
-        self._schedule_cache = (updates, schedule)
+        for start, weights in updates:
+            schedule = schedule.append(start * G, weights, interleave=self.mixing.interleave,
+                                       seed=self.order_seed)
         return schedule
 
     @property
@@ -335,7 +351,8 @@ class StreamMixDataset(StreamingDataset):
         self._horizon = int(mine["horizon"])
         if self.channel is not None:
             self.channel.close()
-            self.channel = WeightChannel.create(horizon=self._horizon, updates=published)
+            self.channel = WeightChannel.create(num_domains=len(self.domain_names),
+                                                horizon=self._horizon, updates=published)
         upstream = {k: v for k, v in obj.items() if k != "streammix"}
         super().load_state_dict(upstream)
         self._epoch_baseline = int(self.next_epoch)

@@ -182,10 +182,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     _done(started, f"{result['train_seconds']:.0f} s of training")
 
     started = _step("6/6 plots")
+    from streammix.composer.history import read_history
     from streammix.composer.plot import plot_history
 
-    history = json.loads((out / "history.json").read_text())
-    plot_history(history["history"], out / "mixing.png", domain_names=history["domains"])
+    domains, records = read_history(out / "history.jsonl")
+    plot_history(records, out / "mixing.png", domain_names=domains)
     _done(started, f"{out / 'mixing.png'}, {out / 'plan.png'}")
     print(
         f"\nstreammix demo finished in {(time.perf_counter() - total_started) / 60:.1f} min; "

@@ -20,7 +20,7 @@ def _reader(handle: bytes, batch: int, timeout: float, out: "mp.Queue") -> None:
 
 
 def test_publish_reaches_another_process_and_unblocks_it(tmp_path) -> None:
-    channel = WeightChannel.create(root=tmp_path)
+    channel = WeightChannel.create(root=tmp_path, num_domains=2)
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     proc = ctx.Process(target=_reader, args=(pickle.dumps(channel), 5, 30.0, out))
@@ -34,14 +34,14 @@ def test_publish_reaches_another_process_and_unblocks_it(tmp_path) -> None:
 
 
 def test_wait_times_out_with_a_clear_error(tmp_path) -> None:
-    channel = WeightChannel.create(root=tmp_path, horizon=2)
+    channel = WeightChannel.create(root=tmp_path, num_domains=2, horizon=2)
     with pytest.raises(WeightChannelTimeout, match="global batch 4 were not published"):
         channel.wait_until_final(4, timeout_s=0.05)
     assert channel.wait_until_final(1, timeout_s=0.05).horizon == 2
 
 
 def test_publishing_into_the_final_past_or_out_of_order_is_refused(tmp_path) -> None:
-    channel = WeightChannel.create(root=tmp_path)
+    channel = WeightChannel.create(root=tmp_path, num_domains=2)
     channel.publish(4, [1.0, 0.0], horizon=8)
     with pytest.raises(ValueError, match="already final"):
         channel.publish(6, [0.5, 0.5], horizon=9)
@@ -52,17 +52,17 @@ def test_publishing_into_the_final_past_or_out_of_order_is_refused(tmp_path) -> 
 
 
 def test_only_the_creator_publishes(tmp_path) -> None:
-    channel = WeightChannel.create(root=tmp_path)
+    channel = WeightChannel.create(root=tmp_path, num_domains=2)
     copy = pickle.loads(pickle.dumps(channel))
     copy.owner_pid = os.getpid() + 1
     with pytest.raises(RuntimeError, match="only the process that created"):
-        copy.publish(0, [1.0], horizon=1)
+        copy.publish(0, [1.0, 0.0], horizon=1)
 
 
 def test_runs_never_share_state_and_close_removes_it(tmp_path) -> None:
-    first = WeightChannel.create(root=tmp_path)
+    first = WeightChannel.create(root=tmp_path, num_domains=2)
     first.publish(0, [1.0, 0.0], horizon=5)
-    second = WeightChannel.create(root=tmp_path)
+    second = WeightChannel.create(root=tmp_path, num_domains=2)
     assert second.directory != first.directory
     assert second.read().updates == () and second.read().horizon == 0
     first.close()
@@ -79,5 +79,5 @@ def test_directories_of_dead_processes_are_removed(tmp_path) -> None:
     orphan = tmp_path / f"{proc.pid}-deadbeef"
     orphan.mkdir()
     (orphan / "state.json").write_text("{}")
-    WeightChannel.create(root=tmp_path)
+    WeightChannel.create(root=tmp_path, num_domains=2)
     assert not orphan.exists()

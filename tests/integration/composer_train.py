@@ -61,6 +61,37 @@ class UidCollator(LMCollator):
         return batch
 
 
+class RankSkewedPolicy:
+    """A policy that would decide differently on every rank (its weights depend on the
+    rank it runs on): with OnlineMixing every rank must still apply rank 0's decision."""
+
+    name = "rank-skewed"
+    needs_validation = False
+
+    def init(self, num_domains, initial_weights=None):
+        return {"next_step": 0, "decisions": 0}
+
+    def _decision(self, state):
+        from streammix.mixing.protocol import Decision
+
+        skew = 0.1 * (1 + dist.get_global_rank()) * (1 + state["decisions"] % 3)
+        state = {"next_step": state["next_step"] + 2, "decisions": state["decisions"] + 1}
+        return Decision(weights=np.array([0.5 + skew, 0.5 - skew]), num_steps=2,
+                        evaluate=False, phase="train"), state
+
+    def start(self, state):
+        return self._decision(state)
+
+    def update(self, state, observation):
+        return self._decision(state)
+
+    def state_dict(self, state):
+        return dict(state)
+
+    def load_state_dict(self, obj):
+        return dict(obj)
+
+
 class RecordBatches(Callback):
     """Per-batch samples, and at the end the weight updates this rank's dataset published."""
 
@@ -71,6 +102,10 @@ class RecordBatches(Callback):
         if event == Event.FIT_END:
             updates = state.train_dataloader.dataset.published_updates
             self.path.with_suffix(".updates.json").write_text(json.dumps(updates))
+            mixing = [c for c in state.callbacks if isinstance(c, OnlineMixing)]
+            if mixing:
+                self.path.with_suffix(".validation.json").write_text(
+                    json.dumps(mixing[0].validation_batches_run))
         if event == Event.AFTER_DATALOADER:
             record = {"batch": int(state.timestamp.batch),
                       "samples": list(zip(state.batch["domain"].tolist(),
@@ -123,9 +158,11 @@ def train(args: argparse.Namespace) -> None:
         val_data = {name: [dict(s, domain=d) for s in
                            read_split_head(str(Path(args.data) / f"{name}-val"), None, 10_000)]
                     for d, name in enumerate(DOMAINS)}
-        callbacks.append(OnlineMixing(args.policy, policy_options=json.loads(args.policy_options),
+        policy = RankSkewedPolicy() if args.policy == "rank-skewed" else args.policy
+        options = None if args.policy == "rank-skewed" else json.loads(args.policy_options)
+        callbacks.append(OnlineMixing(policy, policy_options=options,
                                       val_data=val_data, val_batch_size=8,
-                                      history_path=run / "history.json"))
+                                      history_path=run / "history.jsonl"))
     model = tiny_gpt2(vocab_size=VOCAB, max_seq_len=SEQ_LEN, n_layer=1, n_head=2, n_embd=32,
                       seed=args.seed)
     trainer = Trainer(

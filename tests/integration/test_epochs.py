@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from streammix.composer.history import read_history
+
 sys.path.insert(0, str(Path(__file__).parent))
 from runs import SCRIPT, epoch_checkpoint, global_batches, kill_at_batch, records, train  # noqa: E402
 
@@ -35,7 +37,7 @@ def epoch_data(tmp_path_factory) -> Path:
 
 
 def _weights(run: Path) -> list[tuple[int, list[float]]]:
-    history = json.loads((run / "history.json").read_text())["history"]
+    _, history = read_history(run / "history.jsonl")
     return [(r["step"], r["weights"]) for r in history]
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from streammix.composer.history import read_history
+
 sys.path.insert(0, str(Path(__file__).parent))
 from runs import checkpoint, global_batches, train  # noqa: E402
 
@@ -21,7 +23,7 @@ BATCHES = 72
 
 
 def history(run: Path) -> list[dict]:
-    return json.loads((run / "history.json").read_text())["history"]
+    return read_history(run / "history.jsonl")[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +85,19 @@ def test_two_ranks_publish_identical_weights(data, tmp_path) -> None:
     updates = [json.loads(p.read_text()) for p in sorted(run.glob("record.rank*.updates.json"))]
     assert len(updates) == 2 and len(updates[0]) >= 6
     assert updates[0] == updates[1]
+    # the held-out batches were split over the ranks, not evaluated twice
+    evaluated = [json.loads(p.read_text()) for p in sorted(run.glob("record.rank*.validation.json"))]
+    assert evaluated[0] == evaluated[1] > 0
+    assert [r["weights"] for r in history(run)] == [[w for w in u[1]] for u in updates[0]][
+        :len(history(run))]
+
+
+def test_every_rank_applies_rank_zeros_decision(data, tmp_path) -> None:
+    """A policy whose weights depend on the rank it runs on: both ranks still publish the
+    same updates, rank 0's (skew 0.1, 0.2, 0.3 repeating; rank 1 would add 0.2, 0.4, 0.6)."""
+    run = tmp_path / "skewed"
+    train(data, run, "--policy", "rank-skewed", "--save-interval", "100", ranks=2, batches=8)
+    updates = [json.loads(p.read_text()) for p in sorted(run.glob("record.rank*.updates.json"))]
+    assert updates[0] == updates[1]
+    firsts = [round(w[0], 6) for _, w in updates[0]]
+    assert firsts == [0.6, 0.7, 0.8, 0.6, 0.7]  # decided at batches 0, 2, 4, 6 and 8
