@@ -1,6 +1,6 @@
-"""Static, scheduled and DoReMi policies on scripted losses; resume round trips for all.
+"""Static and scheduled policies on scripted losses; resume round trips for all policies.
 
-ODM has its own file (test_mixing_odm.py)."""
+ODM and DoReMi have their own files (test_mixing_odm.py, test_mixing_doremi.py)."""
 
 from __future__ import annotations
 
@@ -106,47 +106,6 @@ def test_schedule_domain_count_and_mode() -> None:
         make_policy("scheduled", points=[(0, [1, 1])], mode="cubic")
 
 
-# ----------------------------------------------------------------------------- doremi
-
-
-def test_doremi_upweights_excess_loss_by_hand() -> None:
-    policy = make_policy("doremi", reference_loss=[2.5, 2.5], eta=1.0)
-    decisions, _ = run_policy(policy, 2, constant_losses(train=[3.0, 2.0]), 2)
-    c = 1e-3
-    alpha = np.array([0.5, 0.5])
-    for decision in decisions[1:]:
-        logits = np.log(alpha) + np.array([0.5, 0.0])
-        alpha = (1 - c) * np.exp(logits) / np.exp(logits).sum() + c / 2
-        np.testing.assert_allclose(decision.weights, alpha, rtol=1e-12)
-    assert decisions[-1].weights[0] > decisions[1].weights[0] > 0.5
-    assert decisions[-1].info["excess_0"] == 0.5 and decisions[-1].info["excess_1"] == 0.0
-
-
-def test_doremi_no_excess_means_no_change_beyond_smoothing() -> None:
-    policy = make_policy("doremi", reference_loss=[9.0, 9.0, 9.0])
-    decisions, _ = run_policy(policy, 3, constant_losses(train=[3.0, 2.0, 1.0]), 1)
-    np.testing.assert_allclose(decisions[-1].weights, [1 / 3] * 3, rtol=1e-12)
-
-
-def test_doremi_validation_signal() -> None:
-    policy = make_policy("doremi", reference_loss=[1.0, 1.0], signal="val")
-    assert policy.needs_validation
-    decisions, _ = run_policy(policy, 2, constant_losses(val=[1.0, 2.0]), 1)
-    assert decisions[0].evaluate and decisions[1].weights[1] > 0.5
-    assert not make_policy("doremi", reference_loss=[1.0]).needs_validation
-
-
-def test_doremi_errors() -> None:
-    with pytest.raises(ValueError, match="needs option"):
-        make_policy("doremi")
-    with pytest.raises(ValueError, match="2 entries but there are 3"):
-        make_policy("doremi", reference_loss=[1, 2]).init(3)
-    with pytest.raises(ValueError, match="signal"):
-        make_policy("doremi", reference_loss=[1], signal="test")
-    with pytest.raises(ValueError, match="finite"):
-        make_policy("doremi", reference_loss=[float("nan")])
-
-
 # ----------------------------------------------------------------------------- all policies
 
 ALL = [
@@ -163,6 +122,7 @@ ALL = [
     ("odm", {"interval": 4, "reward": "exp_loss", "lag": 6, "smoothing": 0.5}),
     ("doremi", {"reference_loss": [2.0, 2.5, 1.5], "interval": 4}),
     ("doremi", {"reference_loss": [2.0, 2.5, 1.5], "signal": "val", "eta": 3.0}),
+    ("doremi", {"reference_steps": 8, "interval": 4, "form": "reweight", "eta": 2.0}),
     ("aioli", {"lp_rounds": 1, "lp_steps": 2, "update_steps": 9, "update_rule": "multiplicative"}),
 ]
 
