@@ -192,3 +192,17 @@ def test_errors() -> None:
         make_policy("doremi", reference_loss=[1, 1], form="reweight").init(2, [1.0, 0.0])
     with pytest.raises(TypeError, match="reference_steps"):
         make_policy("doremi", reference_steps=2.5)
+
+
+def test_in_run_reference_with_validation_loss_evaluates_only_when_measuring() -> None:
+    policy = make_policy("doremi", reference_steps=20, interval=10, signal="val")
+    decision, state = policy.start(policy.init(2))
+    assert decision.phase == "reference-warmup" and not decision.evaluate
+    decision, state = policy.update(state, Observation(step=10))
+    assert decision.phase == "reference" and decision.evaluate
+    decision, state = policy.update(state, Observation(step=20, val_loss=[2.0, 3.0]))
+    assert decision.phase == "doremi" and decision.evaluate
+    decision, _ = policy.update(state, Observation(step=30, val_loss=[2.0, 3.5]))
+    np.testing.assert_allclose(
+        decision.weights, paper_step(np.full(2, 0.5), np.array([0.0, 0.5])), rtol=1e-12
+    )
