@@ -40,7 +40,10 @@ batches were actually drawn with:
 ``rhat_i`` is (3)'s ``L / pi(i)`` applied to each of the interval's ``N`` draws (a draw from
 domain ``i`` scores ``L / pi_i``, a draw from another domain scores 0 for ``i``) and averaged:
 an unbiased estimate of ``g_i`` whatever ``pi`` was, so a rarely drawn domain is neither
-starved nor over-rewarded. ``t`` is the 1-based index of the first step the new weights apply
+starved nor over-rewarded. (The authors' code smooths ``exp(L_i)`` of the domains present
+in a batch without importance weights; streammix keeps the paper's importance weighting,
+which scores a domain without samples 0 for that interval instead of skipping it, so that
+the estimate's mean is ``g_i`` however rarely the domain is drawn.) ``t`` is the 1-based index of the first step the new weights apply
 to. The first interval uses the initial weights (uniform unless given).
 
 **Lagged weights.** With ``MixingConfig(weight_updates="lagged", lag_batches=L)`` a decision
