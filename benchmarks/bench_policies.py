@@ -6,6 +6,11 @@ the reference trainer's own arithmetic for one LearnParams round (loops over pro
 ``np.linalg.solve`` per row, normalization, EMA update) written inline, timed on the same
 losses in the same process, alternating repeats; medians are reported.
 
+Also the long-run behaviour of the two bandit-style policies in simulation: ODM's weights
+after 100k steps of constant losses 2/6/3 (they must favour the high-loss domain, not drift
+to uniform), and DoReMi's smallest weight in the second half of a 20k-step run where each
+domain's loss falls with the samples it gets (a starved domain must recover).
+
 Usage: python3 benchmarks/bench_policies.py [--quick] [--output FILE.md]
 """
 
@@ -20,7 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from streammix.mixing import Observation, make_policy
-from streammix.mixing.simulate import run_policy, toy_losses
+from streammix.mixing.simulate import (
+    fixed_losses,
+    power_law_loss,
+    power_law_losses,
+    run_policy,
+    toy_losses,
+)
 
 POLICY_NAMES = ("static", "scheduled", "odm", "doremi", "aioli")
 
@@ -114,6 +125,28 @@ def time_aioli_round(m: int, repeats: int) -> tuple[float, float]:
     return statistics.median(ours), statistics.median(peer)
 
 
+def long_run_lines() -> list[str]:
+    """ODM after 100k steps of losses 2/6/3; DoReMi's minimum weight over a long run."""
+    lines = ["| long run (simulation) | result |", "|---|---|"]
+    for reward in ("loss", "exp_loss"):
+        policy = make_policy("odm", reward=reward)
+        decisions, _ = run_policy(policy, 3, fixed_losses([2.0, 6.0, 3.0]), 10_000)
+        weights = ", ".join(f"{w:.3f}" for w in decisions[-1].weights)
+        lines.append(f"| odm reward={reward}, losses 2/6/3, 100k steps | weights [{weights}] |")
+    floor, scale = np.array([1.0, 2.0, 1.5]), np.array([3.0, 1.0, 2.0])
+    reference = power_law_loss(floor, scale, np.full(3, 20_000 * 8 / 3))
+    policy = make_policy("doremi", reference_loss=reference.tolist(), interval=10)
+    decisions, _ = run_policy(policy, 3, power_law_losses(floor, scale), 2_000)
+    weights = np.array([d.weights for d in decisions])
+    early = ", ".join(f"{w:.4f}" for w in weights[:300].min(axis=0))
+    late = ", ".join(f"{w:.3f}" for w in weights[1000:].min(axis=0))
+    lines.append(
+        f"| doremi eta=1 interval=10, 20k steps: min weight per domain, first 3k steps / "
+        f"second half | [{early}] / [{late}] |"
+    )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (seconds)")
@@ -137,6 +170,7 @@ def main() -> None:
     for m in (2, 3, 7):
         ours, peer = time_aioli_round(m, repeats)
         lines.append(f"| round | {m} | {ours * 1e6:.0f} | {peer * 1e6:.0f} | {ours / peer:.1f}x |")
+    lines += [""] + long_run_lines()
     table = "\n".join(lines)
     print(table)
     if args.output:

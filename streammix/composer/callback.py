@@ -132,6 +132,7 @@ class OnlineMixing(Callback):
                 f"policy {self.policy.name!r} measures the effect of the weights it just chose; "
                 "that needs weight_updates='exact' (lagged weights would be measured late)"
             )
+        _check_policy_options(self.policy, dataset)
         model = _unwrap(state.model)
         if not callable(getattr(model, "per_sample_loss", None)):
             raise TypeError(
@@ -351,6 +352,23 @@ class OnlineMixing(Callback):
             self._loss_sum = np.asarray(state["loss_sum"], dtype=np.float64)
             self._count = np.asarray(state["count"], dtype=np.float64)
         self.history = list(state["history"])
+
+
+def _check_policy_options(policy: MixingPolicy, dataset: StreamMixDataset) -> None:
+    """Policy options that must agree with the dataset or with what this callback does."""
+    lag = dataset.mixing.lag_batches if dataset.mixing.weight_updates == "lagged" else 0
+    if hasattr(policy, "lag") and policy.lag != lag:
+        raise ValueError(
+            f"policy {policy.name!r} has lag={policy.lag} but the dataset applies weights "
+            f"{lag} batches after each decision; pass policy_options={{'lag': {lag}}} so its "
+            "importance weights use the weights the observed batches were drawn with"
+        )
+    if getattr(policy, "form", None) == "reweight":
+        raise ValueError(
+            "OnlineMixing does not weight the training loss; DoReMi's form='reweight' needs a "
+            "training loop that multiplies each sample's loss by Decision.info['loss_weight_i'] "
+            "(use form='resample' here)"
+        )
 
 
 def _plain(values: np.ndarray | None) -> list[float | None] | None:

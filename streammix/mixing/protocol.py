@@ -34,12 +34,18 @@ WEIGHT_SUM_TOLERANCE = 1e-9
 
 @dataclass(frozen=True, kw_only=True)
 class Observation:
-    """What the training loop measured since the last decision."""
+    """What the training loop measured since the last decision.
+
+    ``train_loss``/``val_loss``: per-domain mean losses (NaN where a domain had no sample);
+    ``train_count``: samples per domain; ``excess_loss`` (optional, for DoReMi): per-domain
+    mean over tokens of ``max(token loss - reference model's token loss, 0)``.
+    """
 
     step: int
     train_loss: np.ndarray | None = None
     train_count: np.ndarray | None = None
     val_loss: np.ndarray | None = None
+    excess_loss: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.step, bool) or not isinstance(self.step, (int, np.integer)):
@@ -47,7 +53,7 @@ class Observation:
         if self.step < 0:
             raise ValueError(f"Observation.step must be >= 0, got {self.step}")
         object.__setattr__(self, "step", int(self.step))
-        for name in ("train_loss", "train_count", "val_loss"):
+        for name in ("train_loss", "train_count", "val_loss", "excess_loss"):
             value = getattr(self, name)
             if value is not None:
                 array = np.array(value, dtype=np.float64)
@@ -57,6 +63,8 @@ class Observation:
                 object.__setattr__(self, name, array)
         if self.train_count is not None and np.any(~(self.train_count >= 0)):
             raise ValueError(f"Observation.train_count must be >= 0, got {self.train_count}")
+        if self.excess_loss is not None and np.any(self.excess_loss < 0):
+            raise ValueError(f"Observation.excess_loss must be >= 0, got {self.excess_loss}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +193,27 @@ def check_real(value: Any, name: str, low: float, high: float) -> float:
     if not (math.isfinite(value) and low <= value <= high):
         raise ValueError(f"{name} must be a finite number in [{low}, {high}], got {value}")
     return value
+
+
+def weights_in_effect(
+    published: list, initial: np.ndarray, first: int, stop: int
+) -> np.ndarray:
+    """Mean over batches ``[first, stop)`` of the weights each batch was drawn with.
+
+    ``published`` holds ``[start_batch, weights]`` pairs in publication order (a decision's
+    weights apply from its start batch, e.g. decision step + lag in lagged mode); a batch uses
+    the last entry whose start is ``<= batch``, or ``initial`` before any.
+    """
+    if stop <= first:
+        raise ValueError(f"empty batch range [{first}, {stop})")
+    segments = [(0, initial)] + [(int(s), np.asarray(w, dtype=np.float64)) for s, w in published]
+    total = np.zeros(len(initial))
+    for k, (start, weights) in enumerate(segments):
+        end = segments[k + 1][0] if k + 1 < len(segments) else stop
+        low, high = max(start, first), min(end, stop)
+        if high > low:
+            total += (high - low) * weights
+    return total / (stop - first)
 
 
 # ----------------------------------------------------------------------------- state dicts

@@ -5,7 +5,10 @@ problem before spending GPU time. ``run_policy`` plays the Composer callback's p
 ``start``, then ``update`` after each decision's ``num_steps`` steps with whatever the
 ``environment(decision, step)`` function observes. ``toy_losses`` is such an environment:
 losses that are a pure function of the step and the weights (so a resumed simulation sees
-exactly the observations the uninterrupted one saw).
+exactly the observations the uninterrupted one saw). ``fixed_losses`` (constant losses,
+sample counts drawn with the weights in effect, optionally lagged) and ``power_law_losses``
+(each domain's loss falls with the samples it received, a reference model's final losses
+included) remember what they were shown, so they serve one uninterrupted simulation each.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streammix.mixing.protocol import Decision, MixingPolicy, Observation
+from streammix.mixing.protocol import Decision, MixingPolicy, Observation, weights_in_effect
 
 Environment = Callable[[Decision, int], Observation]
 
@@ -32,6 +35,80 @@ def toy_losses(num_domains: int, batch_size: int = 8) -> Environment:
             train_loss=train,
             train_count=counts,
             val_loss=val if decision.evaluate else None,
+        )
+
+    return observe
+
+
+def fixed_losses(
+    losses: np.ndarray,
+    *,
+    batch_size: int = 8,
+    lag: int = 0,
+    initial_weights: np.ndarray | None = None,
+) -> Environment:
+    """Constant per-domain losses; counts are the expected samples under the applied weights.
+
+    A decision made after step ``s`` applies from batch ``s + lag`` (``initial_weights``,
+    uniform by default, before the first one), as the dataset does in lagged mode; the counts
+    of an interval are ``batch_size`` times the sum of the weights its batches were drawn with
+    (fractional, so an importance-weighted estimate is exact).
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    m = losses.size
+    initial = np.full(m, 1.0 / m) if initial_weights is None else np.asarray(initial_weights)
+    published: list = []
+
+    def observe(decision: Decision, step: int) -> Observation:
+        first = step - decision.num_steps
+        published.append([first + lag, decision.weights.tolist()])
+        drawn = weights_in_effect(published, initial, first, step)
+        while len(published) > 1 and published[1][0] <= step:  # no later batch uses [0]
+            published.pop(0)
+        counts = drawn * batch_size * decision.num_steps
+        return Observation(
+            step=step,
+            train_loss=np.where(counts > 0, losses, np.nan),
+            train_count=counts,
+            val_loss=losses if decision.evaluate else None,
+        )
+
+    return observe
+
+
+def power_law_loss(floor: np.ndarray, scale: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """``floor + scale / (1 + samples / 1000) ** 0.5``: loss after ``samples`` of a domain."""
+    return floor + scale / np.sqrt(1.0 + samples / 1000.0)
+
+
+def power_law_losses(floor: np.ndarray, scale: np.ndarray, *, batch_size: int = 8) -> Environment:
+    """Each domain's loss falls with the samples trained on it (:func:`power_law_loss`).
+
+    Counts are whole samples: domain ``i`` gets ``floor(c_i(end)) - floor(c_i(start))`` of an
+    interval, ``c_i`` its cumulative target ``sum weights_i * batch_size`` (what the
+    deterministic interleave delivers, within one sample). A sample counts for the decision's
+    ``info["loss_weight_i"]`` when present (DoReMi's reweighting form), else 1. The reported
+    loss is the domain's loss at the end of the interval (NaN without samples); the validation
+    loss is the same, for every domain.
+    """
+    floor = np.asarray(floor, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    m = floor.size
+    target = np.zeros(m)
+    trained = np.zeros(m)
+
+    def observe(decision: Decision, step: int) -> Observation:
+        before = np.floor(target)
+        target[:] += decision.weights * batch_size * decision.num_steps
+        counts = np.floor(target + 1e-9) - before
+        multiplier = np.array([decision.info.get(f"loss_weight_{i}", 1.0) for i in range(m)])
+        trained[:] += counts * multiplier
+        loss = power_law_loss(floor, scale, trained)
+        return Observation(
+            step=step,
+            train_loss=np.where(counts > 0, loss, np.nan),
+            train_count=counts,
+            val_loss=loss if decision.evaluate else None,
         )
 
     return observe

@@ -76,3 +76,12 @@ def test_policy_sized_for_other_domains_is_refused(domains) -> None:
     with pytest.raises(ValueError, match="domain"):
         _trainer(_loader(domains, weight_updates="exact"),
                  OnlineMixing("doremi", policy_options={"reference_loss": [1.0, 2.0, 3.0]}))
+
+
+def test_odm_lag_must_match_the_dataset_and_reweighting_is_refused(domains) -> None:
+    with pytest.raises(ValueError, match=r"lag=0 but the dataset applies weights 4 batches"):
+        _trainer(_loader(domains, weight_updates="lagged", lag_batches=4), OnlineMixing("odm"))
+    with pytest.raises(ValueError, match="form='reweight'"):
+        _trainer(_loader(domains, weight_updates="exact"),
+                 OnlineMixing("doremi", policy_options={"reference_loss": [1.0, 2.0],
+                                                        "form": "reweight"}))

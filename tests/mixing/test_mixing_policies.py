@@ -1,9 +1,10 @@
-"""Static, scheduled, ODM and DoReMi policies on scripted losses; resume round trips for all."""
+"""Static and scheduled policies on scripted losses; resume round trips for all policies.
+
+ODM and DoReMi have their own files (test_mixing_odm.py, test_mixing_doremi.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streammix.mixing import Decision, Observation, make_policy
-from streammix.mixing.odm import exploration_rate
 from streammix.mixing.simulate import decisions_identical, run_policy, toy_losses
 
 
@@ -106,93 +106,6 @@ def test_schedule_domain_count_and_mode() -> None:
         make_policy("scheduled", points=[(0, [1, 1])], mode="cubic")
 
 
-# ----------------------------------------------------------------------------- odm
-
-
-def test_odm_first_update_by_hand() -> None:
-    policy = make_policy("odm", interval=10, smoothing=0.9)
-    decisions, state = run_policy(policy, 2, constant_losses(train=[5.0, 2.0]), 1)
-    # R = 0.1 * L / 0.5 = (1.0, 0.4); eps_0 = 1/2; t = 11
-    eps = min(0.5, math.sqrt(math.log(2) / (2 * 11)))
-    soft = np.exp(0.5 * np.array([1.0, 0.4]))
-    expected = (1 - 2 * eps) * soft / soft.sum() + eps
-    np.testing.assert_allclose(decisions[1].weights, expected, rtol=1e-12)
-    np.testing.assert_allclose(state["rewards"], [1.0, 0.4], rtol=1e-12)
-    assert decisions[1].info["epsilon"] == pytest.approx(eps)
-    assert exploration_rate(2, 11) == pytest.approx(eps)
-
-
-def test_odm_moves_weight_to_higher_loss_domain() -> None:
-    decisions, _ = run_policy(make_policy("odm"), 3, constant_losses(train=[2.0, 6.0, 3.0]), 200)
-    final = decisions[-1].weights
-    assert final[1] > final[2] > final[0]
-    assert final[1] > 1 / 3
-    assert not any(d.evaluate for d in decisions)
-
-
-def test_odm_keeps_reward_of_unseen_domain() -> None:
-    policy = make_policy("odm")
-    _, state = run_policy(policy, 2, constant_losses(train=[4.0, 1.0], counts=[10, 10]), 1)
-    rewards = state["rewards"].copy()
-    decision, state = policy.update(
-        state, Observation(step=20, train_loss=[4.0, float("nan")], train_count=[20, 0])
-    )
-    assert state["rewards"][1] == rewards[1] and state["rewards"][0] != rewards[0]
-    assert np.all(np.isfinite(decision.weights))
-
-
-def test_odm_errors() -> None:
-    policy = make_policy("odm")
-    _, state = policy.start(policy.init(2))
-    with pytest.raises(ValueError, match="needs Observation.train_loss"):
-        policy.update(state, Observation(step=10))
-    with pytest.raises(ValueError, match="smoothing"):
-        make_policy("odm", smoothing=1.5)
-    with pytest.raises(TypeError, match="interval"):
-        make_policy("odm", interval=2.5)
-
-
-# ----------------------------------------------------------------------------- doremi
-
-
-def test_doremi_upweights_excess_loss_by_hand() -> None:
-    policy = make_policy("doremi", reference_loss=[2.5, 2.5], eta=1.0)
-    decisions, _ = run_policy(policy, 2, constant_losses(train=[3.0, 2.0]), 2)
-    c = 1e-3
-    alpha = np.array([0.5, 0.5])
-    for decision in decisions[1:]:
-        logits = np.log(alpha) + np.array([0.5, 0.0])
-        alpha = (1 - c) * np.exp(logits) / np.exp(logits).sum() + c / 2
-        np.testing.assert_allclose(decision.weights, alpha, rtol=1e-12)
-    assert decisions[-1].weights[0] > decisions[1].weights[0] > 0.5
-    assert decisions[-1].info["excess_0"] == 0.5 and decisions[-1].info["excess_1"] == 0.0
-
-
-def test_doremi_no_excess_means_no_change_beyond_smoothing() -> None:
-    policy = make_policy("doremi", reference_loss=[9.0, 9.0, 9.0])
-    decisions, _ = run_policy(policy, 3, constant_losses(train=[3.0, 2.0, 1.0]), 1)
-    np.testing.assert_allclose(decisions[-1].weights, [1 / 3] * 3, rtol=1e-12)
-
-
-def test_doremi_validation_signal() -> None:
-    policy = make_policy("doremi", reference_loss=[1.0, 1.0], signal="val")
-    assert policy.needs_validation
-    decisions, _ = run_policy(policy, 2, constant_losses(val=[1.0, 2.0]), 1)
-    assert decisions[0].evaluate and decisions[1].weights[1] > 0.5
-    assert not make_policy("doremi", reference_loss=[1.0]).needs_validation
-
-
-def test_doremi_errors() -> None:
-    with pytest.raises(ValueError, match="needs option"):
-        make_policy("doremi")
-    with pytest.raises(ValueError, match="2 entries but there are 3"):
-        make_policy("doremi", reference_loss=[1, 2]).init(3)
-    with pytest.raises(ValueError, match="signal"):
-        make_policy("doremi", reference_loss=[1], signal="test")
-    with pytest.raises(ValueError, match="finite"):
-        make_policy("doremi", reference_loss=[float("nan")])
-
-
 # ----------------------------------------------------------------------------- all policies
 
 ALL = [
@@ -206,8 +119,10 @@ ALL = [
         },
     ),
     ("odm", {"interval": 3}),
+    ("odm", {"interval": 4, "reward": "exp_loss", "lag": 6, "smoothing": 0.5}),
     ("doremi", {"reference_loss": [2.0, 2.5, 1.5], "interval": 4}),
     ("doremi", {"reference_loss": [2.0, 2.5, 1.5], "signal": "val", "eta": 3.0}),
+    ("doremi", {"reference_steps": 8, "interval": 4, "form": "reweight", "eta": 2.0}),
     ("aioli", {"lp_rounds": 1, "lp_steps": 2, "update_steps": 9, "update_rule": "multiplicative"}),
 ]
 
@@ -257,7 +172,13 @@ def test_weights_stay_valid_for_any_losses(name, num_domains, losses, scale) -> 
 
     def observe(decision: Decision, step: int) -> Observation:
         wave = base + scale * np.sin(step * 0.37 + np.arange(num_domains)) ** 2
-        return Observation(step=step, train_loss=wave, val_loss=wave if decision.evaluate else None)
+        counts = np.full(num_domains, 8.0 * decision.num_steps)
+        return Observation(
+            step=step,
+            train_loss=wave,
+            train_count=counts,
+            val_loss=wave if decision.evaluate else None,
+        )
 
     probes = policy.resolve(num_domains)["lp_rounds"] * num_domains + 1 if name == "aioli" else 5
     decisions, _ = run_policy(policy, num_domains, observe, 2 * probes)
