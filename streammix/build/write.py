@@ -33,7 +33,12 @@ from streammix.build.plan import Plan
 from streammix.build.prepare import unit_path
 from streammix.build.workdir import atomic_write_bytes
 from streammix.format.mds import StreamWriter
-from streammix.format.sidecar import SIDECAR_NAME, index_fingerprint, write_sidecar
+from streammix.format.sidecar import (
+    SIDECAR_NAME,
+    index_fingerprint,
+    write_sidecar,
+    write_token_counts,
+)
 
 # Samples are encoded on one thread at roughly 300 MB/s (measured), which keeps a few zstd
 # threads busy, not more; each thread holds one shard (64 MB by default) in memory.
@@ -146,6 +151,8 @@ def _write_stream(
             "streammix.domain": {"name": config.domains[domain_id].name, "id": domain_id},
         },
     )
+    if "num_tokens" in columns:
+        write_token_counts(tmp, np.asarray(columns["num_tokens"]))
     os.rename(tmp, context.out / dirname)
 
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import threading
+import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -43,6 +45,7 @@ from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.packing import BlockPieces, PackedCursor, assemble_block
 from streammix.dataset.sources import DomainSources, resolve_sources
+from streammix.format.remote import node_lock
 
 STATE_VERSION = 1
 
@@ -68,7 +71,12 @@ class StreamMixDataset(StreamingDataset):
         )
         self._streammix_epoch_size_given = kwargs.get("epoch_size") is not None
         super().__init__(streams=list(sources.streams), **kwargs)
-        sources.verify_sidecars()  # after upstream fetched each index.json
+        sources.verify_layout()  # after upstream fetched each index.json
+        if sources.has_tokens is False:
+            warnings.warn(
+                "this streammix build has no token ids (it was made without --tokenizer): "
+                "samples carry 'text' only, so a token collator or packing cannot use them; "
+                "rebuild with streammix-build --tokenizer", stacklevel=2)
         self.domain_names = sources.names
         self._sources = sources
         self._init_order(sources)
@@ -150,6 +158,10 @@ class StreamMixDataset(StreamingDataset):
             if unknown:
                 raise ValueError(f"{what} name unknown domains {unknown}; "
                                  f"the dataset has {list(self.domain_names)}")
+            left_out = [n for n in self.domain_names if n not in weights]
+            if left_out:
+                raise ValueError(f"{what} give no weight to domains {left_out}; list every "
+                                 "domain (a weight of 0 leaves one out)")
             vector = np.array([float(weights.get(n, 0.0)) for n in self.domain_names])
         return self._drawable(_normalized(vector, what, self.domain_names), what)
 
@@ -492,8 +504,15 @@ def read_split_head(local: str, remote: str | None, count: int) -> list[dict[str
     """The first ``count`` samples of one MDS folder, through upstream's Stream readers.
 
     Lighter than a whole ``StreamingDataset`` (no shared memory, no worker bookkeeping), so
-    reading held-out data many times in one process leaks nothing.
+    reading held-out data many times in one process leaks nothing. The processes of a node
+    that share ``local`` take turns (a file lock): the first fetches the index and shards,
+    the others find them in place, so each object is downloaded once per node.
     """
+    with node_lock(os.path.join(local, "streammix-read")):
+        return _read_split_head(local, remote, count)
+
+
+def _read_split_head(local: str, remote: str | None, count: int) -> list[dict[str, Any]]:
     stream = Stream(local=local, remote=remote)
     stream.apply_default({"remote": remote, "local": local, "split": None, "download_retry": 2,
                           "download_timeout": 60.0, "validate_hash": None, "keep_zip": False})

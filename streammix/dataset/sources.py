@@ -1,11 +1,15 @@
-"""From a streammix build (local and/or remote) to one upstream ``Stream`` per domain.
+"""From a streammix build or plain MDS (local and/or remote) to one upstream ``Stream`` per domain.
 
-A build root holds ``streammix.yaml`` (the manifest) and one MDS folder per domain, each
-with its ``streammix.parquet`` sidecar. Given ``local`` (and optionally ``remote``), the
-manifest is read (downloaded first when only the remote has it), the requested domains are
-resolved to ``Stream(remote=<remote>/<dir>, local=<local>/<dir>)``, and each domain's sidecar
-is fetched and checked against that domain's ``index.json`` (a mismatch is a clear error:
-the metadata would otherwise silently describe other samples).
+A build root holds ``streammix.yaml`` (the manifest) and one MDS folder per domain. Given
+``local`` (and optionally ``remote``), the manifest is read (fetched first when only the
+remote has it) and the requested domains become ``Stream(remote=<remote>/<dir>,
+local=<local>/<dir>)``. Once upstream has fetched each ``index.json``, its sha256 is checked
+against the one the manifest recorded, so metadata can never silently describe other
+samples. Nothing else is fetched at construction: the per-sample sidecar
+(``streammix.parquet``, ~1 KB per sample) is for planning, not training. Packing needs
+token counts, read from the compact ``streammix.tokens.npy`` (4 bytes per sample) when a
+packed dataset is made. Every fetch goes through ``streammix.format.remote.fetch_file``:
+once per node, never two processes writing the same file.
 """
 
 from __future__ import annotations
@@ -17,75 +21,78 @@ from pathlib import Path
 
 import numpy as np
 from streaming import Stream
-from streaming.base.storage.download import CloudDownloader
 
 from streammix.format import manifest as manifest_format
 from streammix.format import sidecar as sidecar_format
+from streammix.format.remote import RemoteFileMissing, fetch_file
 
-DOWNLOAD_TIMEOUT_S = 60.0
 
-
-def _fetch(remote_dir: str | None, local_dir: str, name: str) -> Path:
-    """Path of ``name`` under ``local_dir``, downloading it from ``remote_dir`` if absent."""
-    local_path = Path(local_dir) / name
-    if not local_path.exists():
-        if remote_dir is None:
-            raise FileNotFoundError(f"{local_path} does not exist and no remote was given")
-        local_path.parent.mkdir(parents=True, exist_ok=True)
-        remote_path = os.path.join(remote_dir, name)
-        downloader = CloudDownloader.get(remote_path)
-        try:
-            downloader.download(remote_path, str(local_path), DOWNLOAD_TIMEOUT_S)
-        finally:
-            downloader.clean_up()
-    return local_path
+class BuildLayoutError(ValueError):
+    """A build's Stream does not match its manifest (rewritten after the build)."""
 
 
 @dataclass(frozen=True)
 class DomainSources:
-    """The domains of one StreamMixDataset: names, upstream Streams, index fingerprints."""
+    """The domains of one StreamMixDataset: names, upstream Streams, where they live."""
 
     names: tuple[str, ...]
     streams: tuple[Stream, ...]
     local_dirs: tuple[str, ...]
     remote_dirs: tuple[str | None, ...]
+    val_dirs: tuple[tuple[str | None, str | None], ...] | None = None  # (local, remote) per domain
+    index_sha256: tuple[str | None, ...] | None = None  # from the manifest, per domain
+    has_tokens: bool | None = None  # None: not known (plain MDS)
 
     @property
     def index_fingerprints(self) -> tuple[str, ...]:
         return tuple(sidecar_format.index_fingerprint(d) for d in self.local_dirs)
 
-    require_sidecars: bool = True
-    val_dirs: tuple[tuple[str | None, str | None], ...] | None = None  # (local, remote) per domain
-
-    def verify_sidecars(self) -> None:
-        """Fetch each sidecar and check it describes this domain's index.json.
-
-        Domains of a streammix build must have their sidecar. Plain MDS folders given as
-        ``streams=[...]`` may lack one (they then cannot use SampleMix counts).
-        """
-        for local_dir, remote_dir in zip(self.local_dirs, self.remote_dirs):
-            try:
-                _fetch(remote_dir, local_dir, sidecar_format.SIDECAR_NAME)
-            except FileNotFoundError:
-                if self.require_sidecars:
-                    raise FileNotFoundError(
-                        f"{Path(local_dir) / sidecar_format.SIDECAR_NAME} is missing: every domain of a "
-                        "streammix build has a sidecar; rebuild with streammix-build"
-                    ) from None
-                continue
-            sidecar_format.read_sidecar(local_dir, columns=[])  # SidecarMismatchError if stale
+    def verify_layout(self) -> None:
+        """Check each fetched ``index.json`` against the manifest (builds only)."""
+        if self.index_sha256 is None:
+            return
+        for name, local_dir, expected, actual in zip(self.names, self.local_dirs,
+                                                    self.index_sha256, self.index_fingerprints):
+            if expected is not None and expected != actual:
+                raise BuildLayoutError(
+                    f"domain {name!r}: {Path(local_dir) / 'index.json'} does not match the "
+                    "build's manifest (the Stream was rewritten after the build, or the local "
+                    "cache holds another build); rebuild, or clear the cache folder"
+                )
 
     def token_counts(self) -> tuple[np.ndarray, ...]:
-        """Per-domain token counts (sidecar ``num_tokens``), needed for packing."""
+        """Per-domain token counts per sample, needed for packing."""
+        if self.has_tokens is False:
+            raise ValueError("cannot pack: this build has no token ids (it was made without "
+                             "--tokenizer); rebuild with streammix-build --tokenizer")
         counts = []
-        for name, local_dir in zip(self.names, self.local_dirs):
+        for name, local_dir, remote_dir in zip(self.names, self.local_dirs, self.remote_dirs):
             try:
-                table = sidecar_format.read_sidecar(local_dir, columns=["num_tokens"])
-            except ValueError as exc:
-                raise ValueError(f"cannot pack domain {name!r}: {exc} (packing needs a build "
-                                 "made with --tokenizer)") from exc
-            counts.append(np.asarray(table["num_tokens"], dtype=np.int64))
+                fetch_file(remote_dir, local_dir, sidecar_format.TOKEN_COUNTS_NAME)
+            except RemoteFileMissing:
+                counts.append(self._token_counts_from_sidecar(name, local_dir, remote_dir))
+                continue
+            counts.append(sidecar_format.read_token_counts(local_dir))
         return tuple(counts)
+
+    @staticmethod
+    def _token_counts_from_sidecar(name: str, local_dir: str, remote_dir: str | None
+                                   ) -> np.ndarray:
+        """Builds older than ``streammix.tokens.npy`` keep the counts only in the sidecar."""
+        try:
+            fetch_file(remote_dir, local_dir, sidecar_format.SIDECAR_NAME)
+        except RemoteFileMissing:
+            raise ValueError(
+                f"cannot pack domain {name!r}: packing needs per-sample token counts "
+                f"({sidecar_format.TOKEN_COUNTS_NAME} or {sidecar_format.SIDECAR_NAME}, as "
+                "streammix-build --tokenizer writes them), and its folder has neither"
+            ) from None
+        try:
+            table = sidecar_format.read_sidecar(local_dir, columns=["num_tokens"])
+        except ValueError as exc:
+            raise ValueError(f"cannot pack domain {name!r}: {exc} (packing needs a build "
+                             "made with --tokenizer)") from exc
+        return np.asarray(table["num_tokens"], dtype=np.int64)
 
     def load_sample_counts(self, plan_path: str | os.PathLike | None
                            ) -> Mapping[str, np.ndarray] | None:
@@ -117,13 +124,20 @@ def resolve_sources(*, local: str | os.PathLike | None, remote: str | None,
         locals_ = tuple(os.path.join(s.local, s.split or "") for s in streams)
         remotes = tuple(None if s.remote is None else os.path.join(s.remote, s.split or "")
                         for s in streams)
-        sources = DomainSources(names, streams, locals_, remotes, require_sidecars=False)
+        sources = DomainSources(names, streams, locals_, remotes)
     else:
         if local is None:
             raise ValueError("StreamMixDataset needs local= (a streammix build folder, or the "
                              "cache folder for remote=) or streams=[...]")
         local = os.fspath(local)
-        _fetch(remote, local, manifest_format.MANIFEST_NAME)
+        try:
+            fetch_file(remote, local, manifest_format.MANIFEST_NAME)
+        except RemoteFileMissing:
+            raise manifest_format.ManifestError(
+                f"{local} has no {manifest_format.MANIFEST_NAME}"
+                + (f" and neither has {remote}" if remote else "")
+                + ": give a streammix build (streammix-build --out), or plain MDS folders as "
+                "streams=[Stream(...)]") from None
         manifest = manifest_format.read_manifest(local)
         available = manifest.domain_names
         chosen = tuple(domains) if domains is not None else available
@@ -147,5 +161,7 @@ def resolve_sources(*, local: str | os.PathLike | None, remote: str | None,
             val_dirs.append((None, None) if val_dir is None else
                             (os.path.join(local, val_dir),
                              None if remote is None else os.path.join(remote, val_dir)))
-        sources = DomainSources(chosen, built, locals_, remotes, val_dirs=tuple(val_dirs))
+        sha = tuple(e.val_index_sha256 if split == "val" else e.index_sha256 for e in entries)
+        sources = DomainSources(chosen, built, locals_, remotes, val_dirs=tuple(val_dirs),
+                                index_sha256=sha, has_tokens=manifest.token_dtype is not None)
     return sources

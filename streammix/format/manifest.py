@@ -41,6 +41,8 @@ class DomainEntry:
     val_num_tokens: int
     rejected: int
     removed_duplicates: int
+    index_sha256: str | None = None
+    val_index_sha256: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,4 +139,6 @@ def _domain_entry(out: Path, entry: dict[str, Any]) -> DomainEntry:
         val_num_tokens=int(val["num_tokens"]) if val else 0,
         rejected=int(entry["rejected"]),
         removed_duplicates=int(entry["removed_duplicates"]),
+        index_sha256=entry.get("index_sha256"),
+        val_index_sha256=val.get("index_sha256") if val else None,
     )

@@ -16,6 +16,10 @@ order). The columns written by ``streammix-build``:
 ``topic_cluster_id`` (int64), ``diversity`` (float32 in [0, 1]). Cluster ids are sample
     keys; sizes count every member of the build, also those ``--dedup`` removed.
 
+Beside it, a tokenized build writes ``streammix.tokens.npy``: the ``num_tokens`` column
+alone as an int32 array (4 bytes per sample), which is all that training needs from the
+metadata (packing). A training job never has to fetch the sidecar itself.
+
 The schema metadata holds ``streammix.index_sha256``, the sha256 of the folder's
 ``index.json`` when the sidecar was written, plus the MinHash and quality settings as JSON.
 ``read_sidecar`` recomputes the fingerprint and raises ``SidecarMismatchError`` if the
@@ -35,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SIDECAR_NAME = "streammix.parquet"
+TOKEN_COUNTS_NAME = "streammix.tokens.npy"
 INDEX_NAME = "index.json"
 FINGERPRINT_KEY = "streammix.index_sha256"
 
@@ -121,3 +126,35 @@ def _num_samples(folder: Path) -> int:
     with open(folder / INDEX_NAME, encoding="utf-8") as stream:
         index = json.load(stream)
     return sum(int(shard["samples"]) for shard in index["shards"])
+
+
+def write_token_counts(domain_dir: str | os.PathLike, counts: Sequence[int] | Any) -> Path:
+    """Write ``streammix.tokens.npy`` (int32, one entry per sample of the Stream)."""
+    import numpy as np
+
+    folder = Path(domain_dir)
+    array = np.ascontiguousarray(counts, dtype=np.int64)
+    expected = _num_samples(folder)
+    if array.shape != (expected,):
+        raise ValueError(f"{folder}: {array.size} token counts for {expected} samples")
+    if array.size and (array.min() < 0 or array.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{folder}: token counts outside the int32 range")
+    tmp = folder / f".{TOKEN_COUNTS_NAME}.tmp"
+    with open(tmp, "wb") as stream:
+        np.save(stream, array.astype(np.int32))
+    os.replace(tmp, folder / TOKEN_COUNTS_NAME)
+    return folder / TOKEN_COUNTS_NAME
+
+
+def read_token_counts(domain_dir: str | os.PathLike) -> Any:
+    """``streammix.tokens.npy`` as int64, checked against the Stream's sample count."""
+    import numpy as np
+
+    folder = Path(domain_dir)
+    counts = np.load(folder / TOKEN_COUNTS_NAME, allow_pickle=False).astype(np.int64)
+    expected = _num_samples(folder)
+    if counts.shape != (expected,):
+        raise SidecarMismatchError(
+            f"{folder / TOKEN_COUNTS_NAME} has {counts.size} entries but the Stream has "
+            f"{expected} samples; rebuild with streammix-build")
+    return counts

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 from streaming import MDSWriter
+
+from streammix.demo.tokenizer import train_tokenizer
 
 
 def write_domain(root: Path, name: str, num_samples: int, *, shard_samples: int) -> Path:
@@ -27,3 +33,28 @@ def mds_domains(tmp_path: Path) -> list[Path]:
             write_domain(tmp_path, "gamma", 36, shard_samples=16)]
     yield dirs
     gc.collect()
+
+
+def _write_jsonl(path: Path, files: list[Path]) -> list[str]:
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    with open(path, "w") as out:
+        for f, text in zip(files, texts):
+            out.write(json.dumps({"text": text, "id": f.name}) + "\n")
+    return texts
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("build")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    code = sorted(p for p in (stdlib / "json").glob("*.py")) + sorted((stdlib / "email").glob("*.py"))
+    docs = sorted(p for p in (stdlib / "email" / "mime").glob("*.py")) + sorted(
+        (stdlib / "http").glob("*.py"))
+    texts = _write_jsonl(root / "code.jsonl", code) + _write_jsonl(root / "web.jsonl", docs)
+    train_tokenizer(texts, root / "tok", vocab_size=512)
+    out = root / "out"
+    subprocess.run([sys.executable, "-m", "streammix.cli.build", "--domain",
+                    f"code={root / 'code.jsonl'}", "--domain", f"web={root / 'web.jsonl'}",
+                    "--out", str(out), "--tokenizer", str(root / "tok"), "--val-samples", "3",
+                    "--workers", "1", "--quiet"], check=True)
+    return out

@@ -121,8 +121,8 @@ def test_bad_configuration_is_a_clear_error(mds_domains, mixing, error) -> None:
 
 
 def test_static_schedule_changes_weights_at_the_batch(mds_domains) -> None:
-    dataset = _make(mds_domains, seed=1, domain_weights={"alpha": 1.0},
-                    schedule=((3, {"gamma": 1.0}),))
+    dataset = _make(mds_domains, seed=1, domain_weights={"alpha": 1.0, "beta": 0, "gamma": 0},
+                    schedule=((3, {"alpha": 0, "beta": 0, "gamma": 1.0}),))
     domains = [int(s["domain"]) for s in dataset]
     assert set(domains[:24]) == {0}
     assert set(domains[24:]) == {2}
@@ -130,13 +130,13 @@ def test_static_schedule_changes_weights_at_the_batch(mds_domains) -> None:
 
 def _publishing_run(dirs, num_workers: int) -> list[list[tuple[int, int]]]:
     dataset = _make(dirs, seed=4, weight_updates="exact", publish_timeout_s=60)
-    dataset.publish(0, {"alpha": 1.0}, final_until=3)
+    dataset.publish(0, {"alpha": 1.0, "beta": 0, "gamma": 0}, final_until=3)
     loader = DataLoader(dataset, batch_size=8, num_workers=num_workers, collate_fn=_collate)
     batches = []
     for i, batch in enumerate(loader):
         batches.append(batch)
         if i == 2:
-            dataset.publish(3, {"beta": 1.0, "gamma": 1.0}, final_until=10**9)
+            dataset.publish(3, {"alpha": 0, "beta": 1.0, "gamma": 1.0}, final_until=10**9)
         if i == 6:
             break
     return batches
@@ -153,7 +153,7 @@ def test_published_weights_take_effect_at_the_promised_batch(mds_domains, num_wo
 
 def test_worker_waiting_for_unpublished_weights_times_out_clearly(mds_domains) -> None:
     dataset = _make(mds_domains, seed=4, weight_updates="exact", publish_timeout_s=0.2)
-    dataset.publish(0, {"alpha": 1.0}, final_until=1)
+    dataset.publish(0, {"alpha": 1.0, "beta": 0, "gamma": 0}, final_until=1)
     it = iter(dataset)
     for _ in range(8):
         next(it)
@@ -169,3 +169,11 @@ def test_elastic_positions_do_not_depend_on_world_size(mds_domains) -> None:
     whole = np.concatenate(order.samples(0, 4 * G))
     again = np.concatenate(order.samples(2 * G, 3 * G))
     assert np.array_equal(whole.reshape(2, -1)[:, 2 * G:3 * G], again.reshape(2, -1))
+
+
+def test_weights_that_leave_out_a_domain_are_refused(mds_domains) -> None:
+    with pytest.raises(ValueError, match=r"give no weight to domains \['gamma'\]"):
+        _make(mds_domains, domain_weights={"alpha": 1.0, "beta": 1.0})
+    dataset = _make(mds_domains, weight_updates="exact")
+    with pytest.raises(ValueError, match=r"give no weight to domains \['beta', 'gamma'\]"):
+        dataset.publish(0, {"alpha": 1.0})
