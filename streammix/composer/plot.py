@@ -15,6 +15,7 @@ process-wide backend is left alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,43 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+_SIGNATURES = {
+    b"PK\x03\x04": "a zip archive (a SampleMix plan .npz? `streammix plan BUILD --plots DIR` "
+    "draws a plan)",
+    b"\x89PNG": "a PNG image",
+    b"\x93NUMPY": "a numpy .npy array",
+    b"PAR1": "a parquet file",
+}
+
+
+def read_history(path: str | Path) -> tuple[list[dict], list[str] | None]:
+    """``(history records, domain names)`` of the JSON file ``OnlineMixing`` writes.
+
+    Anything else (a missing file, a binary file such as a plan ``.npz``, other JSON) is a
+    ``ValueError``/``FileNotFoundError`` that says what the file is and what is expected.
+    """
+    path = Path(path)
+    expected = "plot-mixing takes the history.json that OnlineMixing(history_path=...) writes"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no history file at {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder; {expected}") from None
+    for signature, kind in _SIGNATURES.items():
+        if data.startswith(signature):
+            raise ValueError(f"{path} is {kind}, not a history; {expected}")
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is a binary file, not a history; {expected}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc}); {expected}") from None
+    if not isinstance(payload, dict) or "history" not in payload:
+        raise ValueError(f"{path} is JSON without a 'history' key; {expected}")
+    names = payload.get("domains")
+    return list(payload["history"]), None if names is None else [str(n) for n in names]
 
 
 def _vector(value: Any, num_domains: int, what: str) -> np.ndarray:
