@@ -173,3 +173,36 @@ def test_demo_config_checks_the_policy_too() -> None:
 
     with pytest.raises(ValueError, match="online policies"):
         DemoConfig(policy="doremi")
+
+
+def test_plan_plot_labels_axes_marks_ties_and_says_what_to_see(build: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from streammix.build.plan_plots import caption, plan_figure
+    from streammix.build.samplemix_plan import BuildPlan
+    from streammix.cli.main import main
+    from streammix.metadata.samplemix import SampleMixConfig, samplemix_plan
+
+    assert main(["plan", str(build), "--plots", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "plan.png").read_bytes().startswith(b"\x89PNG")
+    quality = (np.full(80, 0.9), np.linspace(0.0, 1.0, 20))  # 80 of 100 samples tie
+    diversity = (np.linspace(0.0, 1.0, 80), np.linspace(0.0, 1.0, 20))
+    tokens = (np.full(80, 10), np.full(20, 10))
+    plan = samplemix_plan(
+        quality=np.concatenate(quality),
+        diversity=np.concatenate(diversity),
+        num_tokens=np.concatenate(tokens),
+        domain_ids=np.repeat([0, 1], [80, 20]),
+        config=SampleMixConfig(alpha=0.5, token_budget=2000),
+    )
+    result = BuildPlan(("a", "b"), "tokens", quality, diversity, tokens, plan, {})
+    figure = plan_figure(result)
+    quality_ax, diversity_ax, plan_ax = figure.axes
+    for ax in figure.axes:
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert [t.get_text() for t in figure.texts] == [caption(0.5)]
+    assert caption(0.5).startswith("What to see:") and caption(0.5).count(". ") == 0
+    notes = [t.get_text() for t in quality_ax.texts]
+    assert notes == ["tie: 80% of samples\nshare the value 0.90"]
+    assert not [t for t in diversity_ax.texts if t.get_text().startswith("tie")]
+    assert "2,000 tokens" in plan_ax.get_title()
