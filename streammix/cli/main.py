@@ -71,18 +71,18 @@ def _parser() -> argparse.ArgumentParser:
         "the weights into integer repeat counts for a token budget, print the per-domain plan "
         "and write it as a file that MixingConfig(sample_counts=...) takes.")
     plan.add_argument("build", type=Path, metavar="BUILD", help="a streammix-build output folder")
-    plan.add_argument("--alpha", type=float, default=0.8,
+    plan.add_argument("--alpha", type=float, default=0.8, metavar="A",
                       help="diversity weight; 1 - alpha goes to quality (default 0.8)")
-    plan.add_argument("--token-budget", type=_number, default=None,
+    plan.add_argument("--token-budget", type=_number, default=None, metavar="N",
                       help="tokens (bytes for an untokenized build) the plan covers; default: "
                       "one pass over the build; 2e9 style accepted")
-    plan.add_argument("--max-repeats", type=int, default=None,
+    plan.add_argument("--max-repeats", type=int, default=None, metavar="R",
                       help="cap on the repeats of one sample")
-    plan.add_argument("--max-domain-share", type=float, default=None,
+    plan.add_argument("--max-domain-share", type=float, default=None, metavar="S",
                       help="cap on one domain's share of the budget, in (0, 1]")
     plan.add_argument("--rounding", choices=["systematic", "seeded"], default="systematic",
                       help="how fractional counts become integers (default systematic)")
-    plan.add_argument("--seed", type=int, default=0, help="seed of the rounding")
+    plan.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the rounding")
     plan.add_argument("--domains", type=_names, action="extend", default=None,
                       metavar="NAME[,NAME...]",
                       help="plan only these domains: a comma-separated list (repeatable)")
@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
                           "writes as one PNG: domain weights and per-domain losses over steps.")
     plot.add_argument("history", type=Path, metavar="HISTORY.json",
                       help="history.json written by OnlineMixing (not a plan .npz: "
-                      "`streammix plan BUILD --plots DIR` draws a plan)")
+                      "streammix plan BUILD --plots DIR draws a plan)")
     plot.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="PNG to write")
 
     demo = sub.add_parser(

@@ -29,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 _SIGNATURES = {
-    b"PK\x03\x04": "a zip archive (a SampleMix plan .npz? `streammix plan BUILD --plots DIR` "
+    b"PK\x03\x04": "a zip archive (a SampleMix plan .npz? streammix plan BUILD --plots DIR "
     "draws a plan)",
     b"\x89PNG": "a PNG image",
     b"\x93NUMPY": "a numpy .npy array",
