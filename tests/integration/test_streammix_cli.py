@@ -206,3 +206,19 @@ def test_plan_plot_labels_axes_marks_ties_and_says_what_to_see(build: Path, tmp_
     assert notes == ["tie: 80% of samples\nshare the value 0.90"]
     assert not [t for t in diversity_ax.texts if t.get_text().startswith("tie")]
     assert "2,000 tokens" in plan_ax.get_title()
+
+
+def test_plot_mixing_draws_a_history_file(tmp_path: Path, capsys) -> None:
+    import json
+
+    history = [
+        {"step": 0, "phase": "baseline", "weights": [0.5, 0.5], "val_loss": [3.0, 2.0]},
+        {"step": 0, "phase": "probe:0", "weights": [0.9, 0.1]},
+        {"step": 4, "phase": "train", "weights": [0.3, 0.7], "train_loss": [2.5, 1.9],
+         "num_steps": 20},
+    ]
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps({"domains": ["web", "code"], "history": history}))
+    code, out, err = _main(capsys, "plot-mixing", str(path), "--out", str(tmp_path / "m.png"))
+    assert code == 0, err
+    assert (tmp_path / "m.png").read_bytes().startswith(b"\x89PNG") and "m.png" in out
