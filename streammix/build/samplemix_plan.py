@@ -97,23 +97,28 @@ def shortfall_problem(result: BuildPlan, config: SampleMixConfig) -> str | None:
     if short <= max(1.0, SHORTFALL_TOLERANCE * budget):
         return None
     unit = result.token_unit
-    causes = []
+    causes, remedies = [], []
     if config.max_repeats_per_sample is not None:
         total = sum(int(t.sum()) for t in result.num_tokens)
         causes.append(
             f"--max-repeats {config.max_repeats_per_sample} lets the build's {total:,} {unit} "
             f"fill at most {config.max_repeats_per_sample * total:,}"
         )
+        remedies.append("lower --token-budget or raise --max-repeats")
     share, count = config.max_domain_share, len(result.names)
     if share is not None and share * count < 1.0:
         causes.append(
             f"--max-domain-share {share:g} with {count} domains caps the plan at "
             f"{share * count:.0%} of the budget"
         )
+        remedies.append(f"raise --max-domain-share to at least 1/{count}")
     covered = budget - short
     return (
-        f"the plan covers only {covered:,.0f} of the {budget:,} {unit} budget "
-        f"({100 * covered / budget:.3g}%): " + "; ".join(causes or ["the caps bind"])
+        f"the plan covers only {covered:,.0f} of a budget of {budget:,} {unit} "
+        f"({100 * covered / budget:.3g}%): "
+        + "; ".join(causes or ["the caps bind"])
+        + "; "
+        + ", ".join(remedies or ["loosen the caps"])
     )
 
 

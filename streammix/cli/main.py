@@ -139,8 +139,8 @@ def _plan(args: argparse.Namespace) -> None:
     print(format_report(result))
     problem = shortfall_problem(result, config)
     if problem is not None and not args.allow_shortfall:
-        raise ValueError(f"{problem}; lower --token-budget, loosen the caps, or pass "
-                         "--allow-shortfall to write this plan anyway (nothing was written)")
+        raise ValueError(f"{problem}, or pass --allow-shortfall to write this plan anyway "
+                         "(nothing was written)")
     if problem is not None:
         print(f"streammix: warning: {problem} (--allow-shortfall)", file=sys.stderr)
     if args.out is not None:
