@@ -24,6 +24,7 @@ The result is one row per sample key in ``cluster.parquet`` in the work folder.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 
 from streammix.build.config import BuildConfig, BuildError
 from streammix.build.plan import Plan
-from streammix.build.prepare import unit_path
+from streammix.build.prepare import rejects_path, unit_path
 from streammix.build.workdir import atomic_write_bytes
 
 CLUSTER_NAME = "cluster.parquet"
@@ -91,7 +92,7 @@ def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
     columns = cluster_columns(index, config)
     split = assign_splits(index, columns["dup_cluster_id"], config, names)
     columns["split"] = split
-    _check_domains_not_empty(index, split, names)
+    _check_domains_not_empty(index, split, names, plan, work / "units")
     if config.dedup:
         removed = np.flatnonzero(split == SPLIT_REMOVED)
         _write_removed_list(
@@ -107,12 +108,40 @@ def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
     return target
 
 
-def _check_domains_not_empty(index: BuildIndex, split: np.ndarray, names: list[str]) -> None:
+def _check_domains_not_empty(
+    index: BuildIndex, split: np.ndarray, names: list[str], plan: Plan, units_dir: Path
+) -> None:
     for d, name in enumerate(names):
         if not np.any((index.domain == d) & (split == SPLIT_TRAIN)):
-            raise BuildError(
-                f"domain {name!r} has no usable documents (see rejects.jsonl in --out for why)"
-            )
+            why = _why_empty(name, int(np.count_nonzero(index.domain == d)), plan, units_dir)
+            raise BuildError(f"domain {name!r} has no usable documents: {why}")
+
+
+def _why_empty(name: str, kept: int, plan: Plan, units_dir: Path) -> str:
+    """The rejects of a domain by reason, with the first record of the commonest reason."""
+    reasons: Counter[str] = Counter()
+    first: dict[str, dict] = {}
+    for unit in plan.units_of(name):
+        for line in rejects_path(units_dir, unit.index).read_text(encoding="utf-8").splitlines():
+            reject = json.loads(line)
+            reasons[reject["reason"]] += 1
+            first.setdefault(reject["reason"], reject)
+    if kept:
+        rejected = f"; {sum(reasons.values())} more were rejected" if reasons else ""
+        return (
+            f"its {kept} documents all went to the validation split or were removed as "
+            f"duplicates{rejected}"
+        )
+    if not reasons:
+        return "its inputs hold no records"
+    top, _ = reasons.most_common(1)[0]
+    example = first[top]
+    detail = f" ({example['detail']})" if example.get("detail") else ""
+    counts = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+    return (
+        f"all {sum(reasons.values())} records were rejected ({counts}); e.g. "
+        f"{example['source']}: {top}{detail}; rejects.jsonl in --out lists every one"
+    )
 
 
 def cluster_columns(index: BuildIndex, config: BuildConfig) -> dict[str, np.ndarray]:

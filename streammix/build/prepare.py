@@ -14,14 +14,21 @@ records are read and validated, then, in batches of ``batch_size`` documents:
 The unit's documents go to ``units/uNNNNNN.parquet`` and its rejected records to
 ``units/uNNNNNN.rejects.jsonl``; both are renamed into place, rejects first, so an existing
 parquet marks a finished unit that a resumed build skips. With ``strict`` the first
-rejected record stops the build with a ``BuildError`` naming it.
+rejected record stops the build with a ``BuildError`` naming it; without it, a unit whose
+records are all rejected for one reason that says the flags do not fit the file (a missing
+text field, malformed JSON, ...) stops the build with that reason and the first record
+(``systematic_problem``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +40,19 @@ import pyarrow.parquet as pq
 
 from streammix.build.config import BuildConfig, BuildError
 from streammix.build.workdir import atomic_write_bytes
-from streammix.format.readers import RawRecord, ReadOptions, RecordProblem, WorkUnit, read_unit
+from streammix.format.readers import (
+    MALFORMED_JSON,
+    MISSING_ID,
+    MISSING_TEXT,
+    NOT_AN_OBJECT,
+    SHAPE_REASONS,
+    TEXT_NOT_STRING,
+    RawRecord,
+    ReadOptions,
+    RecordProblem,
+    WorkUnit,
+    read_unit,
+)
 
 UNITS_DIR = "units"
 NO_TOKENS = "document has no tokens under --tokenizer"
@@ -127,6 +146,9 @@ class UnitPreparer:
         if target.exists():
             return stats_from_file(target, unit)
         documents, problems = self._read(unit)
+        systematic = systematic_problem(documents, problems)
+        if systematic is not None:
+            raise BuildError(systematic)
         table = self._table(documents, problems)
         table = table.replace_schema_metadata(
             {"streammix.unit": json.dumps({"rejects": len(problems), "bytes": unit.num_bytes})}
@@ -232,6 +254,37 @@ class UnitPreparer:
         return pa.table(columns)
 
 
+HINTS = {
+    MISSING_TEXT: "is --text-field right?",
+    MISSING_ID: "is --id-field right?",
+    TEXT_NOT_STRING: "--text-field must name a string field",
+    MALFORMED_JSON: "is the file JSON lines, one object per line?",
+    NOT_AN_OBJECT: "each line must be a JSON object",
+}
+
+
+def systematic_problem(
+    documents: Sequence[RawRecord], problems: Sequence[RecordProblem]
+) -> str | None:
+    """The error when every record of a unit (two or more) was rejected for one shape reason.
+
+    Such a unit means the flags do not fit the input (a wrong ``--text-field``, a file that is
+    not JSON lines), not a few bad records, so the build stops with the cause and the first
+    record instead of finishing without the domain; scattered bad records are still skipped.
+    """
+    if documents or len(problems) < 2:
+        return None
+    reasons = {problem.reason for problem in problems}
+    if len(reasons) != 1 or problems[0].reason not in SHAPE_REASONS:
+        return None
+    first, last = problems[0], problems[-1]
+    example = f", e.g. {first.detail}" if first.detail else ""
+    return (
+        f"all {len(problems)} records from {first.source} to {last.source} were rejected for "
+        f"one reason: {first.reason}{example}; {HINTS[first.reason]}"
+    )
+
+
 def _meta_json(record: Any, text_field: str) -> str:
     meta = {k: v for k, v in dict(record).items() if k != text_field}
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
@@ -271,10 +324,27 @@ _PREPARER: UnitPreparer | None = None
 
 
 def init_worker(settings: PrepareSettings) -> None:
-    """Pool initializer: keep the settings; one thread per worker, so N workers use N cores."""
+    """Pool initializer: keep the settings; one thread per worker, so N workers use N cores.
+
+    A worker leaves Ctrl-C to the main process (which stops the pool and prints one line)
+    and exits at once, silently, when the main process dies: a killed build must not leave
+    workers that finish their queued units and then fail on the closed result pipe.
+    """
     global _SETTINGS
     _SETTINGS = settings
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with_parent, args=(parent.sentinel,), name="exit-with-parent", daemon=True
+        ).start()
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    """Wait until the parent process is gone, then end this process without a word."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
 
 
 def prepare_in_worker(unit: WorkUnit) -> UnitStats:

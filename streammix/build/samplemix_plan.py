@@ -82,6 +82,46 @@ def plan_build(
     )
 
 
+SHORTFALL_TOLERANCE = 1e-6  # of the budget: float noise of the cap solver, not a shortfall
+
+
+def shortfall_problem(result: BuildPlan, config: SampleMixConfig) -> str | None:
+    """Why the plan falls short of ``config.token_budget``, or None when it covers it.
+
+    The plan can only fall short when a cap binds: ``max_repeats_per_sample`` allows at most
+    ``R`` times the build's tokens, ``max_domain_share`` at most ``share * domains`` of the
+    budget. ``streammix plan`` refuses such a plan unless ``--allow-shortfall`` is given.
+    """
+    budget = int(config.token_budget)
+    short = float(result.plan.report.get("shortfall_tokens", 0.0))
+    if short <= max(1.0, SHORTFALL_TOLERANCE * budget):
+        return None
+    unit = result.token_unit
+    causes, remedies = [], []
+    if config.max_repeats_per_sample is not None:
+        total = sum(int(t.sum()) for t in result.num_tokens)
+        causes.append(
+            f"--max-repeats {config.max_repeats_per_sample} lets the build's {total:,} {unit} "
+            f"fill at most {config.max_repeats_per_sample * total:,}"
+        )
+        remedies.append("lower --token-budget or raise --max-repeats")
+    share, count = config.max_domain_share, len(result.names)
+    if share is not None and share * count < 1.0:
+        causes.append(
+            f"--max-domain-share {share:g} with {count} domains caps the plan at "
+            f"{share * count:.0%} of the budget"
+        )
+        remedies.append(f"raise --max-domain-share to at least 1/{count}")
+    covered = budget - short
+    return (
+        f"the plan covers only {covered:,.0f} of a budget of {budget:,} {unit} "
+        f"({100 * covered / budget:.3g}%): "
+        + "; ".join(causes or ["the caps bind"])
+        + "; "
+        + ", ".join(remedies or ["loosen the caps"])
+    )
+
+
 def save_build_plan(result: BuildPlan, path: str | os.PathLike, config: SampleMixConfig) -> Path:
     return write_plan(
         path,
@@ -124,8 +164,10 @@ def format_report(result: BuildPlan) -> str:
             f"{name:<16}{len(counts):>9}{int(tokens.sum()):>12}{before:>8.1%}"
             f"{after:>9.1%}{planned:>16}{int((counts == 0).sum()):>13}  {histogram}"
         )
+    budget = int(report.get("token_budget", 0))
+    short = round(float(report.get("shortfall_tokens", 0.0)))
     lines.append(
-        f"planned {unit}: {report.get('planned_tokens')} "
-        f"(shortfall {report.get('shortfall_tokens', 0)})"
+        f"planned {unit}: {report.get('planned_tokens')} of a budget of {budget}"
+        + (f" (shortfall {short}, {short / max(budget, 1):.1%} of the budget)" if short else "")
     )
     return "\n".join(lines)

@@ -8,8 +8,9 @@ one of two ways, with the same result:
 
 - *direct*: ``tokenizers.Tokenizer.from_file(tokenizer.json)`` alone, when the folder is one
   that ``AutoTokenizer`` would load without touching the backend: ``tokenizer_config.json``
-  names the generic ``PreTrainedTokenizerFast`` class (no custom code), no legacy
-  ``added_tokens.json``, every added or special token the configuration lists is already
+  names the generic fast class (``PreTrainedTokenizerFast``, or ``TokenizersBackend``, its
+  name in folders saved by transformers 5, which transformers 4 cannot load), no custom
+  code, no legacy ``added_tokens.json``, every added or special token the configuration lists is already
   an added token of the backend with the same properties, no ``add_prefix_space`` override,
   no ``split_special_tokens``, no truncation or padding in the backend, and no Mistral
   regex patch possible (a ``config.json`` beside a vocabulary above 100000 ids);
@@ -17,6 +18,9 @@ one of two ways, with the same result:
   direct path finds anything it does not expect (so its error messages stay the reference).
 
 A test checks that both give the same backend JSON and size on folders of the first kind.
+transformers 5 may also rebuild the post-processor of a ``TokenizersBackend`` folder (from
+``add_bos_token``/``add_eos_token``); the build encodes with ``add_special_tokens=False``,
+where the post-processor adds nothing, so the token ids are the same either way.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 from streammix.build.config import BuildError
 
-GENERIC_CLASS = "PreTrainedTokenizerFast"
+GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")  # transformers 4, 5
 SPECIAL_KEYS = (
     "bos_token",
     "eos_token",
@@ -129,7 +133,7 @@ def _config_keeps_backend(
     config: dict[str, Any], special_map: dict[str, Any], backend: dict[str, Any]
 ) -> bool:
     """True when ``PreTrainedTokenizerFast`` with this configuration leaves the backend as is."""
-    if config.get("tokenizer_class") != GENERIC_CLASS or "auto_map" in config:
+    if config.get("tokenizer_class") not in GENERIC_CLASSES or "auto_map" in config:
         return False
     if config.get("split_special_tokens") or config.get("extra_special_tokens"):
         return False

@@ -9,13 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+DESCRIPTION = "streammix: plan SampleMix counts, plot an online-mixing run, run the demo."
 
 EXAMPLES = """\
 examples:
-  streammix plan OUT --alpha 0.8 --token-budget 2e9 --max-repeats 4 --out plan.npz --plots plots/
+  streammix plan built/ --alpha 0.8 --token-budget 2e9 --max-repeats 4 --out plan.npz --plots plots/
+  streammix plan built/ --domains web,code --out plan.npz
   streammix plot-mixing run/history.jsonl --out weights.png
   streammix demo --out demo-out
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors end with a pointer to the (sub)command's --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _number(text: str) -> int:
@@ -28,9 +39,29 @@ def _number(text: str) -> int:
     return int(value)
 
 
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got {text!r}")
+    return names
+
+
+def _plan_file(text: str) -> Path:
+    path = Path(text)
+    if path.suffix != ".npz":
+        raise argparse.ArgumentTypeError(
+            f"a plan file ends in .npz, got {text!r} (e.g. {path.with_suffix('.npz')})"
+        )
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; name the .npz file to write")
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streammix", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
+    from streammix.demo.run import DEMO_POLICIES
+
+    parser = _Parser(
+        prog="streammix", description=DESCRIPTION, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -39,29 +70,37 @@ def _parser() -> argparse.ArgumentParser:
         description="Weight every sample by p = alpha * diversity + (1 - alpha) * quality, turn "
         "the weights into integer repeat counts for a token budget, print the per-domain plan "
         "and write it as a file that MixingConfig(sample_counts=...) takes.")
-    plan.add_argument("build", type=Path, help="a streammix-build output folder")
-    plan.add_argument("--alpha", type=float, default=0.8,
+    plan.add_argument("build", type=Path, metavar="BUILD", help="a streammix-build output folder")
+    plan.add_argument("--alpha", type=float, default=0.8, metavar="A",
                       help="diversity weight; 1 - alpha goes to quality (default 0.8)")
-    plan.add_argument("--token-budget", type=_number, default=None,
+    plan.add_argument("--token-budget", type=_number, default=None, metavar="N",
                       help="tokens (bytes for an untokenized build) the plan covers; default: "
                       "one pass over the build; 2e9 style accepted")
-    plan.add_argument("--max-repeats", type=int, default=None,
+    plan.add_argument("--max-repeats", type=int, default=None, metavar="R",
                       help="cap on the repeats of one sample")
-    plan.add_argument("--max-domain-share", type=float, default=None,
+    plan.add_argument("--max-domain-share", type=float, default=None, metavar="S",
                       help="cap on one domain's share of the budget, in (0, 1]")
     plan.add_argument("--rounding", choices=["systematic", "seeded"], default="systematic",
                       help="how fractional counts become integers (default systematic)")
-    plan.add_argument("--seed", type=int, default=0, help="seed of the rounding")
-    plan.add_argument("--domains", nargs="+", default=None, help="plan only these domains")
-    plan.add_argument("--out", type=Path, default=None, help="write the plan here (.npz)")
-    plan.add_argument("--plots", type=Path, default=None,
+    plan.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the rounding")
+    plan.add_argument("--domains", type=_names, action="extend", default=None,
+                      metavar="NAME[,NAME...]",
+                      help="plan only these domains: a comma-separated list (repeatable)")
+    plan.add_argument("--allow-shortfall", action="store_true",
+                      help="write the plan even when the caps or the build's size leave it short "
+                      "of --token-budget (without it, a shortfall is an error)")
+    plan.add_argument("--out", type=_plan_file, default=None, metavar="FILE.npz",
+                      help="write the plan here (checked before any work is done)")
+    plan.add_argument("--plots", type=Path, default=None, metavar="DIR",
                       help="folder for plan.png (quality, diversity and the plan)")
 
     plot = sub.add_parser("plot-mixing", help="plot weights and losses of an OnlineMixing run",
                           description="Render the history.jsonl that OnlineMixing(history_path=...) "
                           "writes as one PNG: domain weights and per-domain losses over steps.")
-    plot.add_argument("history", type=Path, help="history.jsonl written by OnlineMixing(history_path=...)")
-    plot.add_argument("--out", type=Path, required=True, help="PNG to write")
+    plot.add_argument("history", type=Path, metavar="HISTORY.jsonl",
+                      help="the history OnlineMixing(history_path=...) writes (not a plan "
+                      ".npz: streammix plan BUILD --plots DIR draws a plan)")
+    plot.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="PNG to write")
 
     demo = sub.add_parser(
         "demo", help="build a corpus from this machine's files and train a tiny GPT-2 with "
@@ -72,10 +111,11 @@ def _parser() -> argparse.ArgumentParser:
         "printing weights and losses and leaving plots behind. Nothing is downloaded.")
     demo.add_argument("--out", type=Path, default=Path("demo-out"),
                       help="working folder (default ./demo-out)")
-    demo.add_argument("--steps", type=int, default=None,
+    demo.add_argument("--steps", type=_number, default=None,
                       help="training steps (default: sized to take a few minutes)")
-    demo.add_argument("--policy", default="aioli", help="online mixing policy (default aioli)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--policy", default="aioli", choices=DEMO_POLICIES,
+                      help="online mixing policy (default aioli)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
     demo.add_argument("--max-docs-per-domain", type=int, default=None,
                       help="cap each domain (default: everything found, split into chunks)")
     return parser
@@ -87,6 +127,7 @@ def _plan(args: argparse.Namespace) -> None:
         format_report,
         plan_build,
         save_build_plan,
+        shortfall_problem,
     )
     from streammix.metadata.samplemix import SampleMixConfig
 
@@ -96,6 +137,12 @@ def _plan(args: argparse.Namespace) -> None:
         rounding=args.rounding, seed=args.seed)
     result = plan_build(args.build, config, tuple(args.domains) if args.domains else None)
     print(format_report(result))
+    problem = shortfall_problem(result, config)
+    if problem is not None and not args.allow_shortfall:
+        raise ValueError(f"{problem}, or pass --allow-shortfall to write this plan anyway "
+                         "(nothing was written)")
+    if problem is not None:
+        print(f"streammix: warning: {problem} (--allow-shortfall)", file=sys.stderr)
     if args.out is not None:
         print(f"plan written to {save_build_plan(result, args.out, config)}")
     if args.plots is not None:
@@ -108,11 +155,8 @@ def _plot(args: argparse.Namespace) -> None:
     from streammix.composer.history import read_history
     from streammix.composer.plot import plot_history
 
-    if not args.history.is_file():
-        raise ValueError(f"no history file at {args.history}")
-    domains, records = read_history(args.history)
-    path = plot_history(records, args.out, domain_names=domains)
-    print(f"plot written to {path}")
+    names, history = read_history(args.history)
+    print(f"plot written to {plot_history(history, args.out, domain_names=names)}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -124,7 +168,12 @@ def _demo(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        hint = ""
+        if args.command == "plan" and args.domains:
+            hint = " (--domains takes one comma-separated list: --domains web,code)"
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     handlers = {"plan": _plan, "plot-mixing": _plot, "demo": _demo}
     try:
         handlers[args.command](args)

@@ -49,36 +49,63 @@ class HistoryWriter:
             stream.flush()
 
 
+_EXPECTED = "expected the history that OnlineMixing(history_path=...) writes (JSON Lines)"
+_SIGNATURES = {
+    b"PK\x03\x04": "a zip archive (a SampleMix plan .npz? streammix plan BUILD --plots DIR "
+    "draws a plan)",
+    b"\x89PNG": "a PNG image",
+    b"\x93NUMPY": "a numpy .npy array",
+    b"PAR1": "a parquet file",
+}
+
+
 def read_history(path: str | os.PathLike) -> tuple[list[str] | None, list[dict[str, Any]]]:
-    """``(domain names, decision records)`` of a history file written by OnlineMixing."""
+    """``(domain names, decision records)`` of a history file written by OnlineMixing.
+
+    Anything else (a missing file, a plan ``.npz``, other JSON, ...) raises an error that
+    says what the file is and what was expected.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no history file at {path}") from None
+    except IsADirectoryError:
+        raise HistoryFormatError(f"{path} is a folder; {_EXPECTED}") from None
+    for signature, kind in _SIGNATURES.items():
+        if data.startswith(signature):
+            raise HistoryFormatError(f"{path} is {kind}, not a history; {_EXPECTED}")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise HistoryFormatError(
-            f"{path} is not a text file; expected the history that "
-            "OnlineMixing(history_path=...) writes (JSON Lines)") from None
+        raise HistoryFormatError(f"{path} is a binary file, not a history; {_EXPECTED}") from None
     lines = text.splitlines()
     try:
         header = json.loads(lines[0]) if lines else None
     except json.JSONDecodeError:
         header = None
-    if not (isinstance(header, dict) and header.get("streammix_history") == HISTORY_FORMAT):
-        try:  # the older format: one JSON object {"domains", "history"}
-            payload = json.loads(text)
-        except json.JSONDecodeError:
-            payload = None
-        if not (isinstance(payload, dict) and isinstance(payload.get("history"), list)):
-            raise HistoryFormatError(
-                f"{path} is not an OnlineMixing history (the JSON Lines file that "
-                "OnlineMixing(history_path=...) writes)")
-        return payload.get("domains"), list(payload["history"])
+    if isinstance(header, dict) and header.get("streammix_history") == HISTORY_FORMAT:
+        return _names(header.get("domains")), _records(path, lines)
+    try:  # the older format: one JSON object {"domains", "history"}
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HistoryFormatError(f"{path} is not JSON ({exc}); {_EXPECTED}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("history"), list):
+        raise HistoryFormatError(f"{path} is JSON without a 'history' key; {_EXPECTED}")
+    return _names(payload.get("domains")), list(payload["history"])
+
+
+def _names(domains: Any) -> list[str] | None:
+    return None if domains is None else [str(n) for n in domains]
+
+
+def _records(path: Path, lines: list[str]) -> list[dict[str, Any]]:
     records = []
     for number, line in enumerate(lines[1:], start=2):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            if number == len(lines):  # a line cut by a kill mid-write
+            if number == len(lines):  # a last line cut short by a kill mid-write
                 break
             raise HistoryFormatError(f"{path}: line {number}: {exc}") from None
-    return header.get("domains"), records
+    return records

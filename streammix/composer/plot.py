@@ -7,10 +7,13 @@ The mixing callback logs one record per policy decision::
 
 ``weights`` hold from ``step`` until the next record's step, so the top panel draws them as
 a stacked step area (the last record is extended by its ``num_steps``, or by the previous
-gap). ``train_loss`` is the mean over the steps before the decision and ``val_loss`` the
-loss measured at the decision; the bottom panel plots both at the record's step (solid and
-dashed, one colour per domain). Rendering uses matplotlib's Agg canvas directly, so the
-process-wide backend is left alone.
+gap). Records whose phase starts with ``probe`` (Aioli's LearnParams rounds: a few steps
+on a mixture tilted towards one domain, to measure its effect) are hatched, so a reader
+does not take their short bumps for decisions. ``train_loss`` is the mean over the steps
+before the decision and ``val_loss`` the loss measured at the decision; the bottom panel
+plots both at the record's step (solid and dashed, one colour per domain). A one-sentence
+caption under the panels says what to look at. Rendering uses matplotlib's Agg canvas
+directly, so the process-wide backend is left alone.
 """
 
 from __future__ import annotations
@@ -64,8 +67,22 @@ def _end_step(history: Sequence[dict], steps: np.ndarray) -> int:
     return int(steps[-1] + (gaps[-1] if gaps.size else 1))
 
 
+CAPTION = (
+    "What to see: how the policy splits each batch among the domains as training goes (top;"
+    " hatched spans are short probes that measure each domain, not decisions) and the"
+    " per-domain losses it reacts to (bottom), so weight should move towards domains whose"
+    " loss still falls and away from those that stopped improving."
+)
+
+
 def _draw_weights(
-    ax: Any, steps: np.ndarray, end: int, weights: np.ndarray, names: list[str], colors: list
+    ax: Any,
+    steps: np.ndarray,
+    end: int,
+    weights: np.ndarray,
+    names: list[str],
+    colors: list,
+    probes: np.ndarray,
 ) -> None:
     x = np.append(steps, end)
     y = np.vstack([weights, weights[-1:]])
@@ -76,9 +93,17 @@ def _draw_weights(
             x, lower, upper, step="post", color=colors[d], alpha=0.85, label=name, linewidth=0
         )
         lower = upper
+    label = "probe (not a decision)"
+    for i in np.flatnonzero(probes):
+        if x[i + 1] > x[i]:
+            ax.axvspan(
+                x[i], x[i + 1], facecolor="white", alpha=0.45, hatch="///", edgecolor="0.3",
+                linewidth=0, label=label,
+            )
+            label = None
     ax.set_ylim(0.0, 1.0)
     ax.set_xlim(x[0], x[-1])
-    ax.set_ylabel("domain weight")
+    ax.set_ylabel("domain weight\n(share of each batch)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
 
@@ -103,8 +128,8 @@ def _draw_losses(
                 linewidth=1.0,
                 label=f"{name} val",
             )
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
+    ax.set_xlabel("optimizer step (batch)")
+    ax.set_ylabel("loss per token\n(solid: training, dashed: held-out)")
     if ax.lines:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
@@ -113,6 +138,15 @@ def plot_history(
     history: list[dict], path: str | Path, *, domain_names: list[str] | None = None
 ) -> Path:
     """Render ``history`` to a PNG at ``path`` (parents created) and return the path."""
+    figure = history_figure(history, domain_names=domain_names)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def history_figure(history: list[dict], *, domain_names: list[str] | None = None) -> Figure:
+    """The figure :func:`plot_history` saves: weights, losses and a caption."""
     columns = _columns(history)
     num_domains = columns["weights"].shape[1]
     names = (
@@ -122,20 +156,23 @@ def plot_history(
     )
     if len(names) != num_domains:
         raise ValueError(f"{len(names)} domain names given but there are {num_domains} domains")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(10, 6.5), dpi=110, layout="constrained")
+    figure = Figure(figsize=(10, 7), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
+    figure.get_layout_engine().set(rect=(0.0, 0.07, 1.0, 0.93))  # room for the caption
     weight_ax, loss_ax = figure.subplots(2, 1, sharex=True)
     colors = _palette(num_domains)
     end = _end_step(history, columns["steps"])
-    _draw_weights(weight_ax, columns["steps"], end, columns["weights"], names, colors)
+    probes = np.array([str(r.get("phase", "")).startswith("probe") for r in history])
+    _draw_weights(weight_ax, columns["steps"], end, columns["weights"], names, colors, probes)
     _draw_losses(loss_ax, columns["steps"], columns["train"], columns["val"], names, colors)
+    decisions = len(history) - int(probes.sum())
     weight_ax.set_title(
-        f"online mixing: {len(history)} decisions, steps {columns['steps'][0]}..{end}"
+        f"online mixing: {decisions} decisions"
+        + (f" and {int(probes.sum())} probes" if probes.any() else "")
+        + f", steps {columns['steps'][0]}..{end}"
     )
-    figure.savefig(path, format="png")
-    return path
+    figure.text(0.01, 0.01, CAPTION, ha="left", va="bottom", wrap=True, fontsize="small")
+    return figure
 
 
 def _palette(num_domains: int) -> list:

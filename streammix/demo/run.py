@@ -32,6 +32,11 @@ CHUNK_MIN_CHARS = 300
 CHUNK_MAX_CHARS = 900
 
 
+# Online policies that run without options: ``static`` trains without a mixing history to
+# show, ``scheduled`` and ``doremi`` need options (a schedule, reference losses).
+DEMO_POLICIES = ("aioli", "odm")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     out: Path = Path("demo-out")
@@ -45,6 +50,14 @@ class DemoConfig:
     batch_size: int = 16
     val_samples: int = 64
     workers: int = 2
+
+    def __post_init__(self) -> None:  # checked before anything is collected or built
+        if self.policy not in DEMO_POLICIES:
+            raise ValueError(
+                f"the demo runs the online policies {list(DEMO_POLICIES)}, got {self.policy!r}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
 
 DEFAULT_STEPS = 1200

@@ -1,6 +1,7 @@
 """The SampleMix plan file: per-sample repeat counts that StreamMixDataset consumes.
 
-One ``.npz`` (numpy's zip of arrays), written to a temporary name and renamed into place:
+One ``.npz`` (numpy's zip of arrays), written to a temporary name and renamed into place
+(with the usual permissions: 0666 minus the umask):
 
 * ``counts/<domain>``: int32 repeat count per sample, in the domain's MDS order;
 * ``meta``: a JSON string with the format version, the domains in order, each domain's
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def write_plan(
     }
     arrays = {f"counts/{name}": np.asarray(c, dtype=np.int32) for name, c in counts.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # 0o666 minus the umask, like any file a program writes (tempfile.mkstemp would give 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as stream:
             np.savez_compressed(stream, meta=np.array(json.dumps(meta)), **arrays)

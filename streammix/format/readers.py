@@ -44,6 +44,9 @@ MISSING_ID = "missing id field"
 INVALID_UTF8 = "invalid utf-8"
 EMPTY_DOCUMENT = "empty or whitespace-only document"
 TOO_LARGE = "document larger than --max-doc-bytes"
+# Reasons that, when they reject every record of a work unit, mean the flags do not fit the
+# file (a wrong --text-field, a file that is not JSON lines) rather than a few bad records.
+SHAPE_REASONS = (MALFORMED_JSON, NOT_AN_OBJECT, MISSING_TEXT, TEXT_NOT_STRING, MISSING_ID)
 
 
 class InputError(ValueError):
@@ -145,7 +148,9 @@ def record_to_document(record: Any, source: str, options: ReadOptions) -> RawRec
         return RecordProblem(reason=NOT_AN_OBJECT, source=source, detail=type(record).__name__)
     text = record.get(options.text_field)
     if text is None:
-        return RecordProblem(reason=MISSING_TEXT, source=source, detail=repr(options.text_field))
+        return RecordProblem(
+            reason=MISSING_TEXT, source=source, detail=_field_detail(options.text_field, record)
+        )
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -157,12 +162,23 @@ def record_to_document(record: Any, source: str, options: ReadOptions) -> RawRec
     if options.id_field is not None:
         raw_id = record.get(options.id_field)
         if raw_id is None:
-            return RecordProblem(reason=MISSING_ID, source=source, detail=repr(options.id_field))
+            return RecordProblem(
+                reason=MISSING_ID, source=source, detail=_field_detail(options.id_field, record)
+            )
         doc_id = str(raw_id)
     problem = check_document(text, source, options.max_doc_bytes)
     if problem is not None:
         return problem
     return RawRecord(text=text, record=record, source=source, doc_id=doc_id)
+
+
+def _field_detail(name: str, record: Mapping[str, Any], limit: int = 8) -> str:
+    """``'text' (null)`` or ``'text' (the record has: body, id)``: what the record holds."""
+    if name in record:
+        return f"{name!r} (null)"
+    keys = [str(k) for k in record]
+    shown = ", ".join(keys[:limit]) + (f", ... ({len(keys)} fields)" if len(keys) > limit else "")
+    return f"{name!r} (the record has: {shown or 'no fields'})"
 
 
 def open_binary(path: str, kind: str) -> io.BufferedIOBase:
@@ -209,7 +225,7 @@ def _parse_json_line(line: bytes, source: str, options: ReadOptions) -> RawRecor
     try:
         record = json.loads(decoded)
     except json.JSONDecodeError as exc:
-        return RecordProblem(reason=MALFORMED_JSON, source=source, detail=exc.msg)
+        return RecordProblem(reason=MALFORMED_JSON, source=source, detail=str(exc))
     return record_to_document(record, source, options)
 
 

@@ -26,7 +26,7 @@ applied to the mean rather than to each token, which is never larger than (1).
 
 **Reference losses.** Either given (``reference_loss=[...]``: the per-domain losses of a model
 trained on the initial mixture, e.g. averaged from the last decisions of a static run's
-``history.json`` with :func:`reference_from_history`), or measured by streammix at the start
+``history.jsonl`` with :func:`reference_from_history`), or measured by streammix at the start
 of the run (``reference_steps=N``): the first ``N`` steps train on the initial weights and the
 per-domain losses of the last ``interval`` of them become ``L_ref``. The in-run reference is a
 cheap stand-in: the paper's reference model is trained as long as the proxy, so its losses keep
@@ -113,7 +113,7 @@ def doremi_step(
 def reference_from_history(
     history: Mapping[str, Any], *, signal: Literal["train", "val"] = "train", last: int = 5
 ) -> list[float]:
-    """Per-domain reference losses from a finished run's ``history.json`` (already loaded).
+    """Per-domain reference losses from a finished run's ``history.jsonl`` (read with ``streammix.composer.history.read_history``).
 
     The mean of the last ``last`` recorded losses of each domain (``train_loss`` or
     ``val_loss``, skipping missing values), e.g. from a static run on the initial weights.

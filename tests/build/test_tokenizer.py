@@ -112,3 +112,38 @@ def test_bad_tokenizer_folders_keep_their_error_messages(
     (broken / "tokenizer.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(BuildError, match="cannot load a tokenizer"):
         load_tokenizer_backend(str(broken))
+
+
+def test_a_transformers_5_folder_takes_the_direct_path(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """transformers 5 names the generic fast class ``TokenizersBackend`` in tokenizer_config.json."""
+    import subprocess
+    import sys
+
+    folder = _copy(tokenizer_dir, tmp_path / "tok")
+
+    def as_transformers_5(config: dict) -> None:
+        config.update(tokenizer_class="TokenizersBackend", backend="tokenizers")
+
+    _edit_json(folder / "tokenizer_config.json", as_transformers_5)
+    backend = load_tokenizer_backend(str(folder))
+    reference = load_tokenizer_backend(str(tokenizer_dir))
+    assert backend.loaded_by == "tokenizers"
+    assert (backend.backend_json, backend.vocab_size) == (
+        reference.backend_json,
+        reference.vocab_size,
+    )
+    script = (
+        "import sys\n"
+        "from streammix.build.tokenizer import load_tokenizer_backend\n"
+        f"print(load_tokenizer_backend({str(folder)!r}).loaded_by, 'transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["tokenizers", "False"]
+    _edit_json(folder / "tokenizer_config.json", _add_pad_token)  # then transformers decides
+    try:
+        assert load_tokenizer_backend(str(folder)).loaded_by == "transformers"  # transformers 5
+    except BuildError as exc:  # transformers 4 does not know the class
+        assert "TokenizersBackend" in str(exc)

@@ -65,3 +65,18 @@ def test_plot_history_accepts_missing_losses(tmp_path) -> None:
 def test_plot_history_errors(tmp_path, history, names, match) -> None:
     with pytest.raises(ValueError, match=match):
         plot_history(history, tmp_path / "x.png", domain_names=names)
+
+
+def test_plot_history_labels_axes_marks_probes_and_says_what_to_see() -> None:
+    from streammix.composer.plot import CAPTION, history_figure
+
+    history = simulated_history()
+    figure = history_figure(history, domain_names=["web", "code", "books"])
+    weight_ax, loss_ax = figure.axes
+    assert "domain weight" in weight_ax.get_ylabel() and "loss" in loss_ax.get_ylabel()
+    assert "step" in loss_ax.get_xlabel()
+    probes = sum(str(r["phase"]).startswith("probe") for r in history)
+    assert f"and {probes} probes" in weight_ax.get_title()
+    assert "probe (not a decision)" in weight_ax.get_legend_handles_labels()[1]
+    assert [t.get_text() for t in figure.texts] == [CAPTION]
+    assert CAPTION.startswith("What to see:") and CAPTION.count(". ") == 0
