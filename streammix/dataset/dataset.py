@@ -517,7 +517,11 @@ def _read_split_head(local: str, remote: str | None, count: int) -> list[dict[st
     stream.apply_default({"remote": remote, "local": local, "split": None, "download_retry": 2,
                           "download_timeout": 60.0, "validate_hash": None, "keep_zip": False})
     samples: list[dict[str, Any]] = []
-    for shard in stream.get_shards(World.detect(), allow_unsafe_types=False):
+    # Whoever holds the node lock fetches what is missing: a one-process world makes it the
+    # local leader (with the job's world, another rank would wait for a leader that waits
+    # for the lock).
+    alone = World(num_nodes=1, ranks_per_node=1, workers_per_rank=1, worker=0)
+    for shard in stream.get_shards(alone, allow_unsafe_types=False):
         stream.prepare_shard(shard)
         for i in range(min(shard.samples, count - len(samples))):
             samples.append(shard[i])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import posixpath
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +59,9 @@ class UidCollator(LMCollator):
         batch = super().__call__(samples)
         import torch
 
-        batch["uid"] = torch.tensor([int(s["uid"]) for s in samples], dtype=torch.int64)
+        batch["uid"] = torch.tensor([int(s["uid"]) if "uid" in s else
+                                     zlib.crc32(np.asarray(s["tokens"]).tobytes())
+                                     for s in samples], dtype=torch.int64)
         return batch
 
 
@@ -139,8 +143,8 @@ def train(args: argparse.Namespace) -> None:
     from streaming import Stream
 
     def stream(name: str, split: str = "") -> Stream:
-        if args.remote:
-            return Stream(remote=str(Path(args.data) / f"{name}{split}"),
+        if args.remote:  # --data is a remote root: a folder or an s3:// URL
+            return Stream(remote=posixpath.join(args.data, f"{name}{split}"),
                           local=str(Path(args.cache) / f"{name}{split}"))
         return Stream(local=str(Path(args.data) / f"{name}{split}"))
 
@@ -148,22 +152,28 @@ def train(args: argparse.Namespace) -> None:
                           weight_updates="static" if args.policy == "none" else args.mode,
                           lag_batches=args.lag, publish_timeout_s=120)
     extra = {"cache_limit": args.cache_limit} if args.cache_limit else {}
-    dataset = StreamMixDataset(streams=[stream(n) for n in DOMAINS], batch_size=per_device,
-                               mixing=mixing, **extra)
+    if args.build:  # a streammix build, read from --data (a remote when --remote) into --cache
+        where = ({"remote": args.data, "local": args.cache} if args.remote
+                 else {"local": args.data})
+        dataset = StreamMixDataset(**where, batch_size=per_device, mixing=mixing, **extra)
+    else:
+        dataset = StreamMixDataset(streams=[stream(n) for n in DOMAINS], batch_size=per_device,
+                                   mixing=mixing, **extra)
     collate = UidCollator(max_seq_len=SEQ_LEN, pad_id=0)
     loader = DataLoader(dataset, batch_size=per_device, num_workers=args.workers,
                         collate_fn=collate, persistent_workers=args.workers > 0)
     callbacks: list[Callback] = [RecordBatches(run / f"record.rank{dist.get_global_rank()}.jsonl")]
     if args.policy != "none":
-        val_data = {name: [dict(s, domain=d) for s in
-                           read_split_head(str(Path(args.data) / f"{name}-val"), None, 10_000)]
-                    for d, name in enumerate(DOMAINS)}
+        val_data = None if args.build else {  # a build: the callback reads its held-out splits
+            name: [dict(s, domain=d) for s in
+                   read_split_head(str(Path(args.data) / f"{name}-val"), None, 10_000)]
+            for d, name in enumerate(DOMAINS)}
         policy = RankSkewedPolicy() if args.policy == "rank-skewed" else args.policy
         options = None if args.policy == "rank-skewed" else json.loads(args.policy_options)
         callbacks.append(OnlineMixing(policy, policy_options=options,
                                       val_data=val_data, val_batch_size=8,
                                       history_path=run / "history.jsonl"))
-    model = tiny_gpt2(vocab_size=VOCAB, max_seq_len=SEQ_LEN, n_layer=1, n_head=2, n_embd=32,
+    model = tiny_gpt2(vocab_size=args.vocab, max_seq_len=SEQ_LEN, n_layer=1, n_head=2, n_embd=32,
                       seed=args.seed)
     trainer = Trainer(
         model=model,
@@ -209,6 +219,9 @@ def main() -> None:
     run.add_argument("--remote", action="store_true", help="read --data as a remote, cache in --cache")
     run.add_argument("--cache", default=None)
     run.add_argument("--cache-limit", default=None)
+    run.add_argument("--build", action="store_true",
+                     help="--data is a streammix build (samples have no uid: a token hash)")
+    run.add_argument("--vocab", type=int, default=VOCAB)
     args = parser.parse_args()
     if args.command == "make-data":
         make_data(args.out, train=args.train)

@@ -19,7 +19,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def train(data: Path, run: Path, *extra: str, ranks: int = 1, batches: int = TOTAL,
+def train(data: Path | str, run: Path, *extra: str, ranks: int = 1, batches: int = TOTAL,
            wait: bool = True) -> subprocess.Popen | None:
     args = ["train", "--data", str(data), "--run", str(run), "--batches", str(batches), *extra]
     if ranks == 1:
