@@ -242,6 +242,8 @@ def _run_write(
 ) -> list[StreamResult]:
     metadata = {
         "streammix.minhash": config.output_fields()["minhash"],
+        "streammix.topics": config.output_fields()["topics"]
+        | {"method": "k-medoids over MinHash, estimated Jaccard distance", "seed": config.seed},
         "streammix.quality": {"scorer": config.scorer, "normalization": "rank over the build"},
     }
     context = WriteContext(

@@ -6,7 +6,9 @@ records are read and validated, then, in batches of ``batch_size`` documents:
 - tokenized with the fast tokenizer's batched encoder (no special tokens added; packing
   adds separators later) when ``--tokenizer`` is given, else the UTF-8 byte count is kept;
 - scored by the quality scorer (raw score plus the scorer's signal columns);
-- given a MinHash signature from the configured shingling;
+- given a MinHash signature from the configured shingling (near-duplicates), and a
+  second, smaller one over word unigrams (``topic_shingle_size``-grams, ``topic_num_perm``
+  permutations) for the topic clusters of stage *cluster*;
 - given a *split hash*: the first 8 bytes (little endian) of ``blake2b(seed || text)``.
   The validation split compares it with the fraction (stage *cluster*), so a document's
   split depends only on its text and the seed, never on its position or the unit cut.
@@ -50,6 +52,8 @@ class PrepareSettings:
     minhash_seed: int
     scheme: str
     shingle: Any
+    topic_shingle: Any
+    topic_num_perm: int
     split_seed: int
     strict: bool
     batch_size: int
@@ -82,6 +86,8 @@ def settings_from_config(
         minhash_seed=config.minhash_seed,
         scheme=config.minhash_scheme,
         shingle=config.shingle_config(),
+        topic_shingle=config.topic_shingle_config(),
+        topic_num_perm=config.topic_num_perm,
         split_seed=config.seed,
         strict=config.strict,
         batch_size=config.batch_size,
@@ -211,6 +217,16 @@ class UnitPreparer:
             scheme=s.scheme,
         )
         signatures = np.ascontiguousarray(signatures).reshape(len(texts), s.num_perm)
+        topic_signatures = signatures_from_texts(
+            texts,
+            shingle_config=s.topic_shingle,
+            num_perm=s.topic_num_perm,
+            seed=s.minhash_seed,
+            scheme=s.scheme,
+        )
+        topic_signatures = np.ascontiguousarray(topic_signatures).reshape(
+            len(texts), s.topic_num_perm
+        )
         columns: dict[str, pa.Array] = {
             "text": pa.array(texts, type=pa.large_string()),
             "source": pa.array([doc.source for doc in documents], type=pa.string()),
@@ -223,6 +239,9 @@ class UnitPreparer:
             "quality": pa.array(np.asarray(scores.quality, dtype=np.float32)),
             "signature": pa.FixedSizeListArray.from_arrays(
                 pa.array(signatures.reshape(-1)), s.num_perm
+            ),
+            "topic_signature": pa.FixedSizeListArray.from_arrays(
+                pa.array(topic_signatures.reshape(-1)), s.topic_num_perm
             ),
         }
         if token_lists is not None:

@@ -129,10 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--dedup-threshold", metavar="J", type=float, help="Jaccard threshold (default 0.8)"
     )
     meta.add_argument(
-        "--topic-threshold",
-        metavar="J",
-        type=float,
-        help="Jaccard threshold of topic clusters for diversity (default 0.5)",
+        "--topic-clusters",
+        metavar="K",
+        type=int,
+        help="number of topic clusters (k-medoids over unigram MinHash) for diversity "
+        "(default 0: round(sqrt(documents)), at most 256)",
+    )
+    meta.add_argument(
+        "--topic-shingle-size",
+        metavar="N",
+        type=int,
+        help="word n-grams of the topic signatures (default 1: unigrams)",
+    )
+    meta.add_argument(
+        "--topic-perm", metavar="N", type=int, help="topic MinHash permutations (default 64)"
     )
     split = p.add_argument_group("validation split")
     split.add_argument(
@@ -181,7 +191,9 @@ FIELD_OF = {
     "minhash_scheme": "minhash_scheme",
     "dedup": "dedup",
     "dedup_threshold": "dedup_threshold",
-    "topic_threshold": "topic_threshold",
+    "topic_clusters": "topic_clusters",
+    "topic_shingle_size": "topic_shingle_size",
+    "topic_perm": "topic_num_perm",
     "val_fraction": "val_fraction",
     "val_samples": "val_samples",
     "seed": "seed",
