@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument(
         "--quality",
         metavar="SPEC",
-        help="quality scorer: heuristic (default), "
+        help="quality scorer: heuristic (default), ngram:REFERENCE (perplexity under a "
+        "Kneser-Ney 3-gram model of a domain or files, plus the heuristic rules), "
         "column:FIELD, callable:module:function or hf:/local/model",
     )
     meta.add_argument(
