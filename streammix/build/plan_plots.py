@@ -1,7 +1,8 @@
 """Pictures of a SampleMix plan: quality and diversity per domain, and the resulting plan.
 
 One PNG with three panels: the distribution of normalized quality per domain, the
-distribution of diversity per domain, and each domain's share of the token budget before
+distribution of diversity per domain (each annotated with its distinct values and the
+share of the most common value), and each domain's share of the token budget before
 (natural proportions) and after the plan, with the share of its samples never drawn.
 Rendering uses matplotlib's Agg canvas directly; the process-wide backend is untouched.
 """
@@ -15,7 +16,16 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from streammix.build.samplemix_plan import BuildPlan
+from streammix.build.samplemix_plan import BuildPlan, score_spread
+
+
+def _annotate_spread(axis, names, scores) -> None:
+    """Distinct values and the most common value's share per domain, in the panel's corner."""
+    text = "\n".join(
+        f"{name}: {s['distinct']} distinct, top {s['top_share']:.0%}"
+        for name, s in zip(names, map(score_spread, scores))
+    )
+    axis.text(0.02, 0.98, text, transform=axis.transAxes, va="top", fontsize="x-small")
 
 
 def plot_plan(result: BuildPlan, path: str | os.PathLike) -> Path:
@@ -29,6 +39,8 @@ def plot_plan(result: BuildPlan, path: str | os.PathLike) -> Path:
     quality_ax.set(title="quality (normalized)", xlabel="score", ylabel="density")
     diversity_ax.set(title="diversity", xlabel="score")
     quality_ax.legend(fontsize="small")
+    _annotate_spread(quality_ax, result.names, result.quality)
+    _annotate_spread(diversity_ax, result.names, result.diversity)
     tokens = [int(t.sum()) for t in result.num_tokens]
     planned = [int(np.dot(result.counts_of(n), t)) for n, t in zip(result.names, result.num_tokens)]
     before = np.array(tokens) / max(1, sum(tokens))
