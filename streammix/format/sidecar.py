@@ -20,7 +20,8 @@ order). The columns written by ``streammix-build``:
 ``topic_cluster_id``, ``topic_cluster_size`` (int64)
     topics: k-medoids over MinHash signatures of word unigrams (``--topic-clusters``,
     ``streammix.metadata.clusters.topic_clusters``); the id is the sample key of the
-    cluster's medoid (the smallest key among its exact copies).
+    cluster's medoid (the smallest key among its exact copies). A document sharing no
+    MinHash value with any medoid has no topic: its own key, size 1, distance 1.
 ``topic_distance`` (float32)
     the estimated Jaccard distance of the sample to its topic's medoid.
 ``topic_compactness``, ``topic_separation`` (float32)

@@ -62,9 +62,20 @@ word unigrams (or short shingles), with the estimated Jaccard distance
    current medoid and the first ``candidates`` members in canonical order, so a big cluster
    costs ``O(candidates * size * num_perm)``); stop when no medoid moves or after
    ``max_iter`` rounds.
-5. Every document is assigned to its nearest medoid (same tie rule); its cluster id is the
+5. Outlier medoids are dropped: a medoid that no other sample point is nearest to and
+   that has no exact copies (a cluster of one document in the sample) is an isolated
+   point, not a topic
+   (k-medoids++ seeding favours such far points); ``k`` shrinks by their number, unless
+   every cluster is one (tiny inputs).
+6. Every document is assigned to its nearest medoid (same tie rule); its cluster id is the
    smallest row index among the rows whose signature equals the medoid's (a member of the
-   cluster), and ``distance`` is its estimated distance to the medoid.
+   cluster), and ``distance`` is its estimated distance to the medoid. A document that
+   shares no signature value with any medoid (estimated Jaccard 0 to every topic; a real
+   document with ``J >= 0.05`` to some medoid is flagged with probability
+   ``(1 - J)**num_perm``, 4% at 64 permutations) has **no topic**: ``no_topic`` is set, it is
+   its own singleton cluster and ``distance = 1``. Random-character junk, encoded blobs and
+   text in a script no topic uses end up here instead of inflating an arbitrary topic
+   (the first medoid, since all distances tie at 1).
 
 The number of clusters ``k`` defaults to ``round(sqrt(distinct signatures))`` capped at
 :data:`DEFAULT_MAX_TOPIC_CLUSTERS` (a sensible size for an inspection- and weighting-level
@@ -332,6 +343,7 @@ class TopicClusters:
     distance: np.ndarray  # float64: estimated Jaccard distance to the medoid (0 for empty docs)
     medoids: np.ndarray  # int64 [k]: the medoid rows (cluster ids), in canonical order
     empty: np.ndarray  # bool: empty documents, each its own singleton cluster
+    no_topic: np.ndarray  # bool: no signature value in common with any medoid (singletons)
 
 
 def auto_num_clusters(num_points: int, max_clusters: int = DEFAULT_MAX_TOPIC_CLUSTERS) -> int:
@@ -491,7 +503,7 @@ def topic_clusters(
     live = np.flatnonzero(~empty)
     if live.size == 0:
         return TopicClusters(
-            cluster_id, np.ones(n, np.int64), distance, np.zeros(0, np.int64), empty
+            cluster_id, np.ones(n, np.int64), distance, np.zeros(0, np.int64), empty, empty & False
         )
     keys = signature_keys(signatures[live])
     # distinct signatures (equal 64-bit keys), each represented by its smallest row
@@ -524,11 +536,19 @@ def topic_clusters(
         if not _update_medoids(sample_signatures, sample_weights, label, medoids, candidates):
             break
         medoids = np.sort(medoids)
+    _assign_nearest(sample_signatures, sample_rows, sample_signatures[medoids], label, mism)
+    # a single document that nothing else is nearest to (copies of it are a crowded spot)
+    alone = np.bincount(label, weights=sample_weights, minlength=medoids.size) == 1.0
+    if not alone.all():
+        medoids = medoids[~alone]
     medoid_rows = distinct_rows[sample[medoids]]
     label = np.empty(live.size, dtype=np.int64)
     mism = np.empty(live.size, dtype=np.int64)
     _assign_nearest(signatures, live, np.ascontiguousarray(signatures[medoid_rows]), label, mism)
-    cluster_id[live] = medoid_rows[label]
+    no_topic = np.zeros(n, dtype=np.bool_)
+    no_topic[live[mism == num_perm]] = True
+    assigned = mism < num_perm
+    cluster_id[live[assigned]] = medoid_rows[label[assigned]]
     distance[live] = mism / num_perm
     cluster_size = np.bincount(cluster_id, minlength=n).astype(np.int64)[cluster_id]
-    return TopicClusters(cluster_id, cluster_size, distance, medoid_rows, empty)
+    return TopicClusters(cluster_id, cluster_size, distance, medoid_rows, empty, no_topic)

@@ -26,7 +26,10 @@ unigrams (or short shingles), with ``d(x, y) = 1 - J(x, y)`` the estimated Jacca
    apart by how far they sit from its crowded centre and the mean of ``raw`` over a
    cluster's distinct documents is exactly ``comp * sep``. Dividing by the
    near-duplicate cluster size ``dup_size`` makes k copies weigh like one sample.
-   Empty documents get ``raw = 0``.
+   Empty documents and documents with no topic (sharing no MinHash value with any medoid,
+   see :func:`~streammix.metadata.clusters.topic_clusters`) get ``raw = 0``: MinHash gives
+   no evidence of where they sit, and in pre-training data such documents are mostly
+   junk (random strings, encoded data); the quality score then decides their weight.
 5. **Normalization** to [0, 1]: ``"rank"`` (default; average rank of ``raw`` over the
    build, ties share a rank, ``rank / (N - 1)``, like the quality scores), ``"minmax"``,
    or ``"none"`` (``raw`` is already in [0, 1]).
@@ -181,7 +184,7 @@ def diversity_scores(
     sep[medoids] = medoid_separation(np.ascontiguousarray(signatures[medoids]), neighbors=neighbors)
     local = np.where(lone[topic], 1.0, distance)
     raw = sep[topic] * (comp[topic] + local) / 2.0 / dup
-    empty = np.asarray(topics.empty, dtype=bool)
+    empty = np.asarray(topics.empty, dtype=bool) | np.asarray(topics.no_topic, dtype=bool)
     raw[empty] = 0.0
     comp_per_sample = np.where(empty, 0.0, comp[topic])
     sep_per_sample = np.where(empty, 0.0, sep[topic])

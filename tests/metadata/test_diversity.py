@@ -76,6 +76,26 @@ def test_documents_on_one_topic_cluster_together_and_apart_from_another() -> Non
     assert np.array_equal(topics.cluster_size, np.bincount(topics.cluster_id)[topics.cluster_id])
 
 
+def test_junk_sharing_nothing_with_any_topic_has_no_topic_and_no_diversity() -> None:
+    rnd = random.Random(7)
+    texts = [_topic_text(rnd, v) for v in (RIVER, CODE, MUSIC) for _ in range(10)]
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    junk = [
+        " ".join("".join(rnd.choice(alphabet) for _ in range(8)) for _ in range(100))
+        for _ in range(3)
+    ]
+    texts += junk
+    sig = signatures_from_texts(texts, shingle_config=UNIGRAMS, num_perm=64)
+    topics = topic_clusters(sig, num_clusters=6, seed=1)  # seeding likes far points
+    junk_rows = np.arange(30, 33)
+    assert topics.no_topic.tolist() == [False] * 30 + [True] * 3
+    assert not set(topics.medoids.tolist()) & set(junk_rows.tolist())
+    assert np.array_equal(topics.cluster_id[junk_rows], junk_rows)
+    assert np.all(topics.distance[junk_rows] == 1.0)
+    scores = diversity_scores(sig, topics=topics, dup_cluster_size=np.ones(33, np.int64))
+    assert np.all(scores.raw[junk_rows] == 0.0) and np.all(scores.raw[:30] > 0.0)
+
+
 def test_topics_and_scores_do_not_depend_on_input_order_or_threads() -> None:
     rnd = random.Random(4)
     sets = [_topic_doc(rnd, [f"c{i % 5}w{j}" for j in range(80)], "n") for i in range(60)]
