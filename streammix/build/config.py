@@ -19,6 +19,7 @@ from typing import Any
 
 DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 VAL_SUFFIX = "-val"
+MINHASH_BACKEND, EMBEDDINGS_BACKEND = "minhash", "embeddings"
 
 
 class BuildError(ValueError):
@@ -52,6 +53,7 @@ class BuildConfig:
     topic_clusters: int = 0  # k of the topic k-medoids; 0 = round(sqrt(n)) capped at 256
     topic_shingle_size: int = 1  # word n-grams of the topic signatures (1 = unigrams)
     topic_num_perm: int = 64  # permutations of the topic signatures
+    topic_backend: str = "minhash"  # or "embeddings:DIR" (a local sentence-transformers model)
     val_fraction: float = 0.0
     val_samples: int = 0
     seed: int = 0
@@ -73,6 +75,11 @@ class BuildConfig:
         from streammix.metadata.shingle import ShingleConfig
 
         return self.shingle if self.shingle is not None else ShingleConfig()
+
+    def embedding_model(self) -> str | None:
+        """The model directory of ``topic_backend="embeddings:DIR"``, else None."""
+        kind, _, argument = self.topic_backend.partition(":")
+        return argument if kind == EMBEDDINGS_BACKEND else None
 
     def topic_shingle_config(self) -> Any:
         """Word ``topic_shingle_size``-grams, normalized like the near-duplicate shingles."""
@@ -99,6 +106,9 @@ class BuildConfig:
                 "clusters": self.topic_clusters,
                 "shingle_size": self.topic_shingle_size,
                 "num_perm": self.topic_num_perm,
+                "backend": self.topic_backend
+                if self.embedding_model() is None
+                else "embeddings:" + _absolute(self.embedding_model()),
             },
             "val_fraction": self.val_fraction,
             "val_samples": self.val_samples,
@@ -154,6 +164,13 @@ def _validate(config: BuildConfig) -> None:
         raise BuildError("--text-field must not be empty")
     _check_range("val_fraction", config.val_fraction, 0.0, 1.0, inclusive_high=False)
     _check_range("dedup_threshold", config.dedup_threshold, 0.0, 1.0, inclusive_low=False)
+    kind, sep, model = config.topic_backend.partition(":")
+    if not (config.topic_backend == MINHASH_BACKEND or (kind == EMBEDDINGS_BACKEND and model)):
+        raise BuildError(
+            f"--topic-backend must be 'minhash' or 'embeddings:DIR', got {config.topic_backend!r}"
+        )
+    if kind == EMBEDDINGS_BACKEND and not os.path.isdir(os.path.expanduser(model)):
+        raise BuildError(f"--topic-backend {config.topic_backend}: no such model directory")
     if config.topic_clusters < 0:
         raise BuildError(
             f"--topic-clusters must be >= 0 (0 = automatic), got {config.topic_clusters}"

@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument(
         "--topic-perm", metavar="N", type=int, help="topic MinHash permutations (default 64)"
     )
+    meta.add_argument(
+        "--topic-backend",
+        metavar="SPEC",
+        help="minhash (default) or embeddings:DIR (k-means over embeddings of a local "
+        "sentence-transformers model; needs the [embeddings] extra)",
+    )
     split = p.add_argument_group("validation split")
     split.add_argument(
         "--val-fraction", metavar="F", type=float, help="hold out this fraction per domain"
@@ -195,6 +201,7 @@ FIELD_OF = {
     "topic_clusters": "topic_clusters",
     "topic_shingle_size": "topic_shingle_size",
     "topic_perm": "topic_num_perm",
+    "topic_backend": "topic_backend",
     "val_fraction": "val_fraction",
     "val_samples": "val_samples",
     "seed": "seed",

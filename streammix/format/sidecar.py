@@ -20,7 +20,10 @@ order). The columns written by ``streammix-build``:
 ``topic_cluster_id``, ``topic_cluster_size`` (int64)
     topics: k-medoids over MinHash signatures of word unigrams (``--topic-clusters``,
     ``streammix.metadata.clusters.topic_clusters``); the id is the sample key of the
-    cluster's medoid (the smallest key among its exact copies). A document sharing no
+    cluster's medoid (the smallest key among its exact copies). With ``--topic-backend
+    embeddings:DIR``: spherical k-means over sentence embeddings
+    (``streammix.metadata.embedding_topics``), the id is the member nearest the centroid
+    and distances are ``(1 - cosine) / 2``. A document sharing no
     MinHash value with any medoid has no topic: its own key, size 1, distance 1.
 ``topic_distance`` (float32)
     the estimated Jaccard distance of the sample to its topic's medoid.

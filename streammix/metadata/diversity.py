@@ -38,8 +38,10 @@ Why this is faithful: both of SampleMix's terms are kept with their meaning (spr
 sample's cluster around its centre, distance of that centre to the other centres) and
 their product; only the space changes (MinHash Jaccard instead of embeddings, medoids
 instead of means) and copies are discounted explicitly, which SampleMix gets implicitly
-from embeddings of copies collapsing onto one point. An embedding backend is the paper's
-exact setting.
+from embeddings of copies collapsing onto one point. The embedding backend
+(:mod:`streammix.metadata.embedding_topics`, k-means over sentence embeddings with the
+cosine distance ``(1 - cos) / 2``) is the paper's own setting; :func:`diversity_from_topics`
+computes steps 2, 4 and 5 for either clustering.
 
 Sums run in a canonical order (cluster, signature hash, duplicate size, id) and the
 clustering depends only on signature contents and the seed, so permuting the input
@@ -60,7 +62,13 @@ from streammix.metadata.clusters import (
     topic_clusters,
 )
 
-__all__ = ["DiversityScores", "diversity_scores", "medoid_separation", "topic_clusters"]
+__all__ = [
+    "DiversityScores",
+    "diversity_from_topics",
+    "diversity_scores",
+    "medoid_separation",
+    "topic_clusters",
+]
 
 NORMALIZATIONS = ("rank", "minmax", "none")
 
@@ -153,14 +161,47 @@ def diversity_scores(
     (without ``dup_cluster_id``, copies are recognized by their size only).
     """
     _check_signatures(signatures)
-    n = signatures.shape[0]
+    signatures = np.ascontiguousarray(signatures)
+    medoids = np.asarray(topics.medoids, dtype=np.int64)
+    if medoids.size and (medoids.min() < 0 or medoids.max() >= signatures.shape[0]):
+        raise ValueError("topics were computed for other signatures")
+    separation = medoid_separation(np.ascontiguousarray(signatures[medoids]), neighbors=neighbors)
+    return diversity_from_topics(
+        topics,
+        separation=separation,
+        row_keys=signature_keys(signatures),
+        dup_cluster_size=dup_cluster_size,
+        dup_cluster_id=dup_cluster_id,
+        normalize=normalize,
+    )
+
+
+def diversity_from_topics(
+    topics: TopicClusters,
+    *,
+    separation: np.ndarray,
+    row_keys: np.ndarray,
+    dup_cluster_size: np.ndarray,
+    dup_cluster_id: np.ndarray | None = None,
+    normalize: str = "rank",
+) -> DiversityScores:
+    """Steps 2, 4 and 5 for any topic clustering (MinHash medoids or embedding k-means).
+
+    ``separation[j]`` is ``sep`` of the topic of ``topics.medoids[j]``; ``row_keys`` is a
+    64-bit hash of each sample's representation (equal representations, equal keys), which
+    fixes the summation order.
+    """
+    n = np.asarray(topics.cluster_id).shape[0]
     dup = np.asarray(dup_cluster_size)
     dup_id = np.arange(n) if dup_cluster_id is None else np.asarray(dup_cluster_id)
     topic = np.asarray(topics.cluster_id)
-    if dup.shape != (n,) or dup_id.shape != (n,) or topic.shape != (n,):
-        raise ValueError(f"cluster ids and sizes must have shape ({n},)")
+    if dup.shape != (n,) or dup_id.shape != (n,) or np.asarray(row_keys).shape != (n,):
+        raise ValueError(f"cluster ids, sizes and keys must have shape ({n},)")
     if topics.distance.shape != (n,) or topics.empty.shape != (n,):
         raise ValueError(f"topics were computed for another number of samples than {n}")
+    medoids = np.asarray(topics.medoids, dtype=np.int64)
+    if np.asarray(separation).shape != medoids.shape:
+        raise ValueError(f"separation must have one value per topic ({medoids.size})")
     _check_ids("topic cluster_id", topic, n)
     _check_ids("dup_cluster_id", dup_id, n)
     if n and dup.min() < 1:
@@ -171,7 +212,7 @@ def diversity_scores(
     dup = dup.astype(np.float64)
     weight = 1.0 / dup
     distance = np.asarray(topics.distance, dtype=np.float64)
-    order = canonical_order(topic, signature_keys(np.ascontiguousarray(signatures)), dup)
+    order = canonical_order(topic, np.asarray(row_keys), dup)
     sorted_topic = topic[order]
     numerator = np.bincount(sorted_topic, weights=(weight * distance)[order], minlength=n)
     denominator = np.bincount(sorted_topic, weights=weight[order], minlength=n)
@@ -180,8 +221,7 @@ def diversity_scores(
     comp = np.divide(numerator, denominator, out=np.ones(n), where=denominator > 0)
     comp[lone] = 1.0
     sep = np.zeros(n, dtype=np.float64)
-    medoids = np.asarray(topics.medoids, dtype=np.int64)
-    sep[medoids] = medoid_separation(np.ascontiguousarray(signatures[medoids]), neighbors=neighbors)
+    sep[medoids] = np.asarray(separation, dtype=np.float64)
     local = np.where(lone[topic], 1.0, distance)
     raw = sep[topic] * (comp[topic] + local) / 2.0 / dup
     empty = np.asarray(topics.empty, dtype=bool) | np.asarray(topics.no_topic, dtype=bool)
