@@ -233,6 +233,11 @@ def test_ngram_quality_from_a_domain_or_from_files(tmp_path: Path) -> None:
         assert read_manifest(out).domain_names == ("web", "code", "books")
         scores[reference] = quality
     assert not np.array_equal(*scores.values())  # the reference matters
+    pooled = _config(
+        tmp_path, sources, out=str(tmp_path / "pooled"), scorer="ngram:books", workers=2
+    )
+    run_build(pooled)
+    assert output_files(Path(pooled.out)) == output_files(tmp_path / "by-domain")
 
 
 def test_unknown_ngram_reference_is_an_error_before_any_output(tmp_path: Path) -> None:
