@@ -12,6 +12,8 @@ Each measurement is repeated; the table reports medians (and min/max). Usage:
 
     python3 benchmarks/bench_quality.py            # full run
     python3 benchmarks/bench_quality.py --quick    # a few seconds
+    python3 benchmarks/bench_quality.py --goals    # issue 16's goals on real builds
+                                                   # (benchmarks/bench_quality_goals.py)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -118,6 +121,14 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=4000, help="documents per scoring run")
     parser.add_argument("--samples", type=int, default=1_000_000, help="samples for SampleMix")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--goals", action="store_true", help="run bench_quality_goals.py (its own options)"
+    )
+    if "--goals" in sys.argv[1:]:
+        import bench_quality_goals
+
+        bench_quality_goals.main([a for a in sys.argv[1:] if a != "--goals"])
+        return
     args = parser.parse_args()
     docs, samples, repeats = args.docs, args.samples, args.repeats
     if args.quick:

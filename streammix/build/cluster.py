@@ -6,9 +6,13 @@ that the sidecar keeps. Over all domains together this stage computes:
 
 - near-duplicate clusters from the MinHash signatures (LSH + union-find); a cluster's id is
   the smallest sample key among its members;
-- topic clusters (a looser LSH pass, ``topic_threshold``, over the same signatures: the
-  cheaper of the two options ``streammix.metadata.diversity`` offers) and the diversity
-  score (``streammix.metadata.diversity``);
+- topic clusters: k-medoids over the unigram topic signatures (or, with
+  ``--topic-backend embeddings:DIR``, k-means over sentence embeddings,
+  ``streammix.metadata.embedding_topics``)
+  (``streammix.metadata.clusters.topic_clusters``, ``topic_clusters`` clusters, 0 = about
+  the square root of the number of documents, seeded with the build ``seed``), and the
+  diversity score from their compactness and separation, discounted by near-duplicate
+  cluster size (``streammix.metadata.diversity``);
 - the normalized quality: ``rank_normalize`` of the raw scores over the whole build
   (average ranks of ties, scaled to [0, 1]), so scores are comparable across domains;
 - with ``dedup``, every cluster keeps its member with the smallest key (the cluster id);
@@ -49,22 +53,48 @@ class BuildIndex:
     domain: np.ndarray  # int32 domain index
     unit_offsets: np.ndarray  # int64, first key of each unit (len = units + 1)
     signatures: np.ndarray  # uint32 (N, num_perm)
+    topic_features: np.ndarray  # uint32 (N, topic_num_perm) signatures or float32 embeddings
     quality: np.ndarray  # float32 raw scores
     split_hash: np.ndarray  # uint64
 
 
-def gather(plan: Plan, units_dir: Path, domain_names: list[str], num_perm: int) -> BuildIndex:
+def _signature_matrix(column: pa.ChunkedArray, rows: int, num_perm: int) -> np.ndarray:
+    flat = column.combine_chunks().values.to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.uint32).reshape(rows, num_perm)
+
+
+def _embedding_matrix(column: pa.ChunkedArray, rows: int) -> np.ndarray:
+    flat = column.combine_chunks()
+    width = flat.type.list_size
+    return np.asarray(flat.values.to_numpy(zero_copy_only=False), np.float32).reshape(rows, width)
+
+
+def gather(
+    plan: Plan,
+    units_dir: Path,
+    domain_names: list[str],
+    num_perm: int,
+    topic_num_perm: int,
+    embeddings: bool = False,
+) -> BuildIndex:
     """Read the small columns of every prepared unit into global arrays."""
     domain_of = {name: i for i, name in enumerate(domain_names)}
-    counts, domains, signatures, quality, hashes = [], [], [], [], []
+    counts, domains, signatures, topic_features, quality, hashes = [], [], [], [], [], []
+    topic_column = "topic_embedding" if embeddings else "topic_signature"
     for unit in plan.units:
         table = pq.read_table(
-            unit_path(units_dir, unit.index), columns=["signature", "quality", "split_hash"]
+            unit_path(units_dir, unit.index),
+            columns=["signature", topic_column, "quality", "split_hash"],
         )
         counts.append(table.num_rows)
         domains.append(np.full(table.num_rows, domain_of[unit.domain], dtype=np.int32))
-        flat = table["signature"].combine_chunks().values.to_numpy(zero_copy_only=False)
-        signatures.append(np.asarray(flat, dtype=np.uint32).reshape(table.num_rows, num_perm))
+        signatures.append(_signature_matrix(table["signature"], table.num_rows, num_perm))
+        if embeddings:
+            topic_features.append(_embedding_matrix(table[topic_column], table.num_rows))
+        else:
+            topic_features.append(
+                _signature_matrix(table[topic_column], table.num_rows, topic_num_perm)
+            )
         quality.append(np.asarray(table["quality"], dtype=np.float32))
         hashes.append(np.asarray(table["split_hash"], dtype=np.uint64))
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
@@ -73,9 +103,16 @@ def gather(plan: Plan, units_dir: Path, domain_names: list[str], num_perm: int) 
         domain=_concat(domains, np.int32),
         unit_offsets=offsets,
         signatures=_concat(signatures, np.uint32).reshape(-1, num_perm),
+        topic_features=_topic_matrix(topic_features, embeddings, topic_num_perm),
         quality=_concat(quality, np.float32),
         split_hash=_concat(hashes, np.uint64),
     )
+
+
+def _topic_matrix(parts: list[np.ndarray], embeddings: bool, topic_num_perm: int) -> np.ndarray:
+    if embeddings:
+        return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    return _concat(parts, np.uint32).reshape(-1, topic_num_perm)
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -88,7 +125,14 @@ def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
     if target.exists():
         return target
     names = [d.name for d in config.domains]
-    index = gather(plan, work / "units", names, config.minhash_num_perm)
+    index = gather(
+        plan,
+        work / "units",
+        names,
+        config.minhash_num_perm,
+        config.topic_num_perm,
+        embeddings=config.embedding_model() is not None,
+    )
     columns = cluster_columns(index, config)
     split = assign_splits(index, columns["dup_cluster_id"], config, names)
     columns["split"] = split
@@ -155,35 +199,56 @@ def cluster_columns(index: BuildIndex, config: BuildConfig) -> dict[str, np.ndar
         return {
             "dup_cluster_id": empty_i,
             "dup_cluster_size": empty_i,
-            "topic_cluster_id": empty_i,
+            **{name: empty_i for name in ("topic_cluster_id", "topic_cluster_size")},
+            **{name: empty_f for name in TOPIC_FLOAT_COLUMNS},
             "diversity": empty_f,
             "quality_norm": empty_f,
         }
     dup_id, dup_size = duplicate_clusters(index.signatures, threshold=config.dedup_threshold)
-    topic_id, diversity = topic_and_diversity(
-        index.signatures, dup_id, dup_size, config.topic_threshold
-    )
     return {
         "dup_cluster_id": np.asarray(dup_id, dtype=np.int64),
         "dup_cluster_size": np.asarray(dup_size, dtype=np.int64),
-        "topic_cluster_id": np.asarray(topic_id, dtype=np.int64),
-        "diversity": np.asarray(diversity, dtype=np.float32),
+        **topic_columns(index.topic_features, dup_id, dup_size, config),
         "quality_norm": np.asarray(rank_normalize(index.quality), dtype=np.float32),
     }
 
 
-def topic_and_diversity(
-    signatures: np.ndarray, dup_id: np.ndarray, dup_size: np.ndarray, topic_threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Topic clusters (LSH at ``topic_threshold`` over the same signatures) and diversity."""
-    from streammix.metadata.clusters import topic_clusters
-    from streammix.metadata.diversity import diversity_scores
+TOPIC_FLOAT_COLUMNS = ("topic_distance", "topic_compactness", "topic_separation")
 
-    topic_id, _ = topic_clusters(signatures, threshold=topic_threshold)
-    diversity = diversity_scores(
-        signatures, dup_cluster_size=dup_size, topic_cluster_id=topic_id, dup_cluster_id=dup_id
-    )
-    return topic_id, diversity
+
+def topic_columns(
+    topic_features: np.ndarray, dup_id: np.ndarray, dup_size: np.ndarray, config: BuildConfig
+) -> dict[str, np.ndarray]:
+    """Topic clusters (k-medoids over the topic signatures, or k-means over the topic
+    embeddings with ``--topic-backend embeddings:DIR``) and the diversity terms."""
+    from streammix.metadata.clusters import topic_clusters
+    from streammix.metadata.diversity import diversity_from_topics, diversity_scores
+    from streammix.metadata.embedding_topics import embedding_keys, kmeans_topics
+
+    k = config.topic_clusters or None
+    if config.embedding_model() is not None:
+        result = kmeans_topics(topic_features, num_clusters=k, seed=config.seed)
+        topics = result.topics
+        scores = diversity_from_topics(
+            topics,
+            separation=result.separation,
+            row_keys=embedding_keys(topic_features),
+            dup_cluster_size=dup_size,
+            dup_cluster_id=dup_id,
+        )
+    else:
+        topics = topic_clusters(topic_features, num_clusters=k, seed=config.seed)
+        scores = diversity_scores(
+            topic_features, topics=topics, dup_cluster_size=dup_size, dup_cluster_id=dup_id
+        )
+    return {
+        "topic_cluster_id": np.asarray(topics.cluster_id, dtype=np.int64),
+        "topic_cluster_size": np.asarray(topics.cluster_size, dtype=np.int64),
+        "topic_distance": np.asarray(topics.distance, dtype=np.float32),
+        "topic_compactness": np.asarray(scores.compactness, dtype=np.float32),
+        "topic_separation": np.asarray(scores.separation, dtype=np.float32),
+        "diversity": scores.diversity,
+    }
 
 
 def assign_splits(

@@ -19,6 +19,7 @@ from typing import Any
 
 DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 VAL_SUFFIX = "-val"
+MINHASH_BACKEND, EMBEDDINGS_BACKEND = "minhash", "embeddings"
 
 
 class BuildError(ValueError):
@@ -49,7 +50,10 @@ class BuildConfig:
     shingle: Any = None  # streammix.metadata.shingle.ShingleConfig; None = its defaults
     dedup: bool = False
     dedup_threshold: float = 0.8
-    topic_threshold: float = 0.5
+    topic_clusters: int = 0  # k of the topic k-medoids; 0 = round(sqrt(n)) capped at 256
+    topic_shingle_size: int = 1  # word n-grams of the topic signatures (1 = unigrams)
+    topic_num_perm: int = 64  # permutations of the topic signatures
+    topic_backend: str = "minhash"  # or "embeddings:DIR" (a local sentence-transformers model)
     val_fraction: float = 0.0
     val_samples: int = 0
     seed: int = 0
@@ -72,6 +76,15 @@ class BuildConfig:
 
         return self.shingle if self.shingle is not None else ShingleConfig()
 
+    def embedding_model(self) -> str | None:
+        """The model directory of ``topic_backend="embeddings:DIR"``, else None."""
+        kind, _, argument = self.topic_backend.partition(":")
+        return argument if kind == EMBEDDINGS_BACKEND else None
+
+    def topic_shingle_config(self) -> Any:
+        """Word ``topic_shingle_size``-grams, normalized like the near-duplicate shingles."""
+        return dataclasses.replace(self.shingle_config(), unit="word", n=self.topic_shingle_size)
+
     def output_fields(self) -> dict[str, Any]:
         """The fields that determine the output, in plain JSON types."""
         shingle = self.shingle_config()
@@ -89,7 +102,14 @@ class BuildConfig:
             },
             "dedup": self.dedup,
             "dedup_threshold": self.dedup_threshold,
-            "topic_threshold": self.topic_threshold,
+            "topics": {
+                "clusters": self.topic_clusters,
+                "shingle_size": self.topic_shingle_size,
+                "num_perm": self.topic_num_perm,
+                "backend": self.topic_backend
+                if self.embedding_model() is None
+                else "embeddings:" + _absolute(self.embedding_model()),
+            },
             "val_fraction": self.val_fraction,
             "val_samples": self.val_samples,
             "seed": self.seed,
@@ -144,12 +164,30 @@ def _validate(config: BuildConfig) -> None:
         raise BuildError("--text-field must not be empty")
     _check_range("val_fraction", config.val_fraction, 0.0, 1.0, inclusive_high=False)
     _check_range("dedup_threshold", config.dedup_threshold, 0.0, 1.0, inclusive_low=False)
-    _check_range("topic_threshold", config.topic_threshold, 0.0, 1.0, inclusive_low=False)
+    kind, sep, model = config.topic_backend.partition(":")
+    if not (config.topic_backend == MINHASH_BACKEND or (kind == EMBEDDINGS_BACKEND and model)):
+        raise BuildError(
+            f"--topic-backend must be 'minhash' or 'embeddings:DIR', got {config.topic_backend!r}"
+        )
+    if kind == EMBEDDINGS_BACKEND and not os.path.isdir(os.path.expanduser(model)):
+        raise BuildError(f"--topic-backend {config.topic_backend}: no such model directory")
+    if config.topic_clusters < 0:
+        raise BuildError(
+            f"--topic-clusters must be >= 0 (0 = automatic), got {config.topic_clusters}"
+        )
     if config.val_samples < 0:
         raise BuildError(f"--val-samples must be >= 0, got {config.val_samples}")
     if config.val_samples and config.val_fraction:
         raise BuildError("give either --val-fraction or --val-samples, not both")
-    for name in ("minhash_num_perm", "max_doc_bytes", "size_limit", "unit_bytes", "batch_size"):
+    for name in (
+        "minhash_num_perm",
+        "topic_num_perm",
+        "topic_shingle_size",
+        "max_doc_bytes",
+        "size_limit",
+        "unit_bytes",
+        "batch_size",
+    ):
         if int(getattr(config, name)) <= 0:
             raise BuildError(f"{name} must be positive, got {getattr(config, name)}")
     if config.workers < 0:

@@ -22,6 +22,7 @@ uninterrupted run (nothing in it depends on time, process ids or the number of w
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import shutil
 import sys
@@ -45,6 +46,11 @@ from streammix.build.prepare import (
     stats_from_file,
     token_dtype_for,
     unit_path,
+)
+from streammix.build.reference_lm import (
+    check_reference,
+    is_reference_spec,
+    prepare_reference_model,
 )
 from streammix.build.summary import BuildSummary, manifest_data
 from streammix.build.tokenizer import load_tokenizer_backend
@@ -103,6 +109,9 @@ def run_build(config: BuildConfig) -> BuildSummary:
         return BuildSummary.from_manifest(read_manifest(state.out), elapsed=0.0, resumed=True)
     plan = clock.run("plan", run_plan, config, state.work, listing)
     settings = settings_from_config(config, state.work, tokenizer_json)
+    if is_reference_spec(config.scorer):
+        spec = clock.run("reference", prepare_reference_model, config, state.work)
+        settings = dataclasses.replace(settings, scorer=spec)
     with _Workers(workers=config.workers, settings=settings) as workers:
         stats = clock.run("prepare", _run_prepare, config, plan, workers)
         _write_rejects(plan, state)
@@ -142,7 +151,10 @@ def _check_tokenizer_and_scorer(config: BuildConfig) -> tuple[dict[str, Any], st
     from streammix.metadata.quality import make_scorer
 
     try:
-        make_scorer(config.scorer)
+        if is_reference_spec(config.scorer):
+            check_reference(config)
+        else:
+            make_scorer(config.scorer)
     except (ValueError, TypeError, ImportError) as exc:
         raise BuildError(f"--quality {config.scorer}: {exc}") from None
     if config.tokenizer is None:
@@ -242,6 +254,8 @@ def _run_write(
 ) -> list[StreamResult]:
     metadata = {
         "streammix.minhash": config.output_fields()["minhash"],
+        "streammix.topics": config.output_fields()["topics"]
+        | {"method": "k-medoids over MinHash, estimated Jaccard distance", "seed": config.seed},
         "streammix.quality": {"scorer": config.scorer, "normalization": "rank over the build"},
     }
     context = WriteContext(

@@ -2,7 +2,7 @@
 
 One PNG with three panels: the distribution of normalized quality per domain, the
 distribution of diversity per domain (each bar the share of the domain's samples in a bin
-of width 0.05), and each domain's share of the tokens before (natural proportions) and
+of width 0.05, annotated with its distinct values and the share of the most common value), and each domain's share of the tokens before (natural proportions) and
 after the plan, with the share of its samples never drawn; a one-sentence caption under the
 panels says what to look at.
 
@@ -26,7 +26,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from streammix.build.samplemix_plan import BuildPlan
+from streammix.build.samplemix_plan import BuildPlan, score_spread
+
+
+def _annotate_spread(axis, names, scores) -> None:
+    """Distinct values and the most common value's share per domain, in the panel's corner."""
+    text = "\n".join(
+        f"{name}: {s['distinct']} distinct, top {s['top_share']:.0%}"
+        for name, s in zip(names, map(score_spread, scores))
+    )
+    axis.text(0.98, 0.98, text, transform=axis.transAxes, va="top", ha="right",
+              fontsize="x-small")
+
 
 TIE_SHARE = 0.1  # a value shared by this share of the build's samples is marked as a tie
 
@@ -101,6 +112,8 @@ def plan_figure(result: BuildPlan) -> Figure:
         "diversity",
     )
     quality_ax.legend(fontsize="small", loc="upper left")
+    _annotate_spread(quality_ax, result.names, result.quality)
+    _annotate_spread(diversity_ax, result.names, result.diversity)
     tokens = [int(t.sum()) for t in result.num_tokens]
     planned = [int(np.dot(result.counts_of(n), t)) for n, t in zip(result.names, result.num_tokens)]
     before = np.array(tokens) / max(1, sum(tokens))

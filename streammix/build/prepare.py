@@ -6,7 +6,10 @@ records are read and validated, then, in batches of ``batch_size`` documents:
 - tokenized with the fast tokenizer's batched encoder (no special tokens added; packing
   adds separators later) when ``--tokenizer`` is given, else the UTF-8 byte count is kept;
 - scored by the quality scorer (raw score plus the scorer's signal columns);
-- given a MinHash signature from the configured shingling;
+- given a MinHash signature from the configured shingling (near-duplicates), and a
+  second, smaller one over word unigrams (``topic_shingle_size``-grams, ``topic_num_perm``
+  permutations) for the topic clusters of stage *cluster* (with ``--topic-backend
+  embeddings:DIR``: a sentence embedding instead, ``streammix.build.embeddings``);
 - given a *split hash*: the first 8 bytes (little endian) of ``blake2b(seed || text)``.
   The validation split compares it with the fraction (stage *cluster*), so a document's
   split depends only on its text and the seed, never on its position or the unit cut.
@@ -69,6 +72,9 @@ class PrepareSettings:
     minhash_seed: int
     scheme: str
     shingle: Any
+    topic_shingle: Any
+    topic_num_perm: int
+    embedding_model: str | None
     split_seed: int
     strict: bool
     batch_size: int
@@ -101,6 +107,9 @@ def settings_from_config(
         minhash_seed=config.minhash_seed,
         scheme=config.minhash_scheme,
         shingle=config.shingle_config(),
+        topic_shingle=config.topic_shingle_config(),
+        topic_num_perm=config.topic_num_perm,
+        embedding_model=config.embedding_model(),
         split_seed=config.seed,
         strict=config.strict,
         batch_size=config.batch_size,
@@ -140,6 +149,14 @@ class UnitPreparer:
 
             self.tokenizer = Tokenizer.from_str(settings.tokenizer_json)
         self.scorer = make_scorer(settings.scorer)
+        self.embedder = None
+        if settings.embedding_model is not None:
+            from streammix.build.embeddings import SentenceEmbedder
+
+            try:
+                self.embedder = SentenceEmbedder(settings.embedding_model)
+            except ValueError as exc:
+                raise BuildError(f"--topic-backend: {exc}") from None
 
     def run(self, unit: WorkUnit) -> UnitStats:
         target = unit_path(self.settings.units_dir, unit.index)
@@ -247,11 +264,31 @@ class UnitPreparer:
                 pa.array(signatures.reshape(-1)), s.num_perm
             ),
         }
+        columns.update(self._topic_features(texts))
         if token_lists is not None:
             columns["tokens"] = token_lists
         for name in sorted(scores.signals):
             columns[f"signal:{name}"] = pa.array(np.asarray(scores.signals[name], np.float32))
         return pa.table(columns)
+
+    def _topic_features(self, texts: list[str]) -> dict[str, pa.Array]:
+        """``topic_signature`` (unigram MinHash) or ``topic_embedding`` of each text."""
+        from streammix.metadata.minhash import signatures_from_texts
+
+        s = self.settings
+        if self.embedder is not None:
+            vectors = self.embedder.embed(texts)
+            flat = pa.array(vectors.reshape(-1), type=pa.float32())
+            return {"topic_embedding": pa.FixedSizeListArray.from_arrays(flat, self.embedder.dim)}
+        signatures = signatures_from_texts(
+            texts,
+            shingle_config=s.topic_shingle,
+            num_perm=s.topic_num_perm,
+            seed=s.minhash_seed,
+            scheme=s.scheme,
+        )
+        flat = pa.array(np.ascontiguousarray(signatures).reshape(-1))
+        return {"topic_signature": pa.FixedSizeListArray.from_arrays(flat, s.topic_num_perm)}
 
 
 HINTS = {

@@ -4,6 +4,11 @@ The quality input is the build's rank-normalized quality (sidecar ``quality_norm
 diversity input the sidecar's ``diversity``; token counts are ``num_tokens`` when the build
 was tokenized, else ``num_bytes`` (a byte budget then). The plan itself is
 ``streammix.metadata.samplemix.samplemix_plan``; this module only does the I/O around it.
+
+The report ends with how spread each domain's two scores are (:func:`score_spread`): the
+number of distinct values, the share of samples holding the most common value and the
+10/25/50/75/90% quantiles. SampleMix can only tell samples apart where the scores do; a
+score where most samples tie carries no signal.
 """
 
 from __future__ import annotations
@@ -170,4 +175,39 @@ def format_report(result: BuildPlan) -> str:
         f"planned {unit}: {report.get('planned_tokens')} of a budget of {budget}"
         + (f" (shortfall {short}, {short / max(budget, 1):.1%} of the budget)" if short else "")
     )
+    lines.append(format_spread(result))
+    return "\n".join(lines)
+
+
+SPREAD_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def score_spread(values: np.ndarray) -> dict[str, Any]:
+    """Distinct values, share of the most common value and quantiles of one score."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {"distinct": 0, "top_share": 0.0, "quantiles": [float("nan")] * 5}
+    _, counts = np.unique(values, return_counts=True)
+    return {
+        "distinct": int(counts.size),
+        "top_share": float(counts.max() / values.size),
+        "quantiles": np.quantile(values, SPREAD_QUANTILES).tolist(),
+    }
+
+
+def format_spread(result: BuildPlan) -> str:
+    """Per domain and score: distinct values, most common value's share, quantiles."""
+    header = "  ".join(f"q{int(q * 100):02d}" for q in SPREAD_QUANTILES)
+    lines = [
+        "score spread (normalized scores as planned):",
+        f"{'domain':<16}{'score':<11}{'distinct':>9}{'top share':>11}  {header}",
+    ]
+    for name, quality, diversity in zip(result.names, result.quality, result.diversity):
+        for score, values in (("quality", quality), ("diversity", diversity)):
+            spread = score_spread(values)
+            quantiles = "  ".join(f"{q:.2f}" for q in spread["quantiles"])
+            lines.append(
+                f"{name:<16}{score:<11}{spread['distinct']:>9}{spread['top_share']:>11.1%}"
+                f"  {quantiles}"
+            )
     return "\n".join(lines)

@@ -48,6 +48,10 @@ SIDECAR_FROM_CLUSTER = (
     "dup_cluster_id",
     "dup_cluster_size",
     "topic_cluster_id",
+    "topic_cluster_size",
+    "topic_distance",
+    "topic_compactness",
+    "topic_separation",
     "diversity",
     "quality_norm",
 )

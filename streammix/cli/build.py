@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument(
         "--quality",
         metavar="SPEC",
-        help="quality scorer: heuristic (default), "
+        help="quality scorer: heuristic (default), ngram:REFERENCE (perplexity under a "
+        "Kneser-Ney 3-gram model of a domain or files, plus the heuristic rules), "
         "column:FIELD, callable:module:function or hf:/local/model",
     )
     meta.add_argument(
@@ -129,10 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--dedup-threshold", metavar="J", type=float, help="Jaccard threshold (default 0.8)"
     )
     meta.add_argument(
-        "--topic-threshold",
-        metavar="J",
-        type=float,
-        help="Jaccard threshold of topic clusters for diversity (default 0.5)",
+        "--topic-clusters",
+        metavar="K",
+        type=int,
+        help="number of topic clusters (k-medoids over unigram MinHash) for diversity "
+        "(default 0: round(sqrt(documents)), at most 256)",
+    )
+    meta.add_argument(
+        "--topic-shingle-size",
+        metavar="N",
+        type=int,
+        help="word n-grams of the topic signatures (default 1: unigrams)",
+    )
+    meta.add_argument(
+        "--topic-perm", metavar="N", type=int, help="topic MinHash permutations (default 64)"
+    )
+    meta.add_argument(
+        "--topic-backend",
+        metavar="SPEC",
+        help="minhash (default) or embeddings:DIR (k-means over embeddings of a local "
+        "sentence-transformers model; needs the [embeddings] extra)",
     )
     split = p.add_argument_group("validation split")
     split.add_argument(
@@ -181,7 +198,10 @@ FIELD_OF = {
     "minhash_scheme": "minhash_scheme",
     "dedup": "dedup",
     "dedup_threshold": "dedup_threshold",
-    "topic_threshold": "topic_threshold",
+    "topic_clusters": "topic_clusters",
+    "topic_shingle_size": "topic_shingle_size",
+    "topic_perm": "topic_num_perm",
+    "topic_backend": "topic_backend",
     "val_fraction": "val_fraction",
     "val_samples": "val_samples",
     "seed": "seed",

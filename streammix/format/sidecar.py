@@ -12,9 +12,30 @@ order). The columns written by ``streammix-build``:
 ``num_bytes`` (int64), ``num_tokens`` (int32, when tokenized)
 ``quality`` (float32, raw score), ``quality_norm`` (float32, rank-normalized to [0, 1]
     over the whole build) and the scorer's signal columns (float32).
-``signature`` (fixed-size list of uint32), ``dup_cluster_id``, ``dup_cluster_size``,
-``topic_cluster_id`` (int64), ``diversity`` (float32 in [0, 1]). Cluster ids are sample
-    keys; sizes count every member of the build, also those ``--dedup`` removed.
+``signature`` (fixed-size list of uint32)
+    the MinHash of the near-duplicate shingles (word 5-grams by default).
+``dup_cluster_id``, ``dup_cluster_size`` (int64)
+    near-duplicate clusters (LSH at ``--dedup-threshold``); the id is the smallest member's
+    sample key.
+``topic_cluster_id``, ``topic_cluster_size`` (int64)
+    topics: k-medoids over MinHash signatures of word unigrams (``--topic-clusters``,
+    ``streammix.metadata.clusters.topic_clusters``); the id is the sample key of the
+    cluster's medoid (the smallest key among its exact copies). With ``--topic-backend
+    embeddings:DIR``: spherical k-means over sentence embeddings
+    (``streammix.metadata.embedding_topics``), the id is the member nearest the centroid
+    and distances are ``(1 - cosine) / 2``. A document sharing no
+    MinHash value with any medoid has no topic: its own key, size 1, distance 1.
+``topic_distance`` (float32)
+    the estimated Jaccard distance of the sample to its topic's medoid.
+``topic_compactness``, ``topic_separation`` (float32)
+    SampleMix's two cluster terms (``streammix.metadata.diversity``): the mean distance of
+    the topic's members to its medoid (copies counted once), and the mean distance of its
+    medoid to the 3 nearest other medoids.
+``diversity`` (float32 in [0, 1])
+    ``separation * (compactness + topic_distance) / 2 / dup_cluster_size``, rank-normalized
+    over the whole build.
+
+Cluster sizes count every member of the build, also those ``--dedup`` removed.
 
 Beside it, a tokenized build writes ``streammix.tokens.npy``: the ``num_tokens`` column
 alone as an int32 array (4 bytes per sample), which is all that training needs from the

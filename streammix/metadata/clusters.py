@@ -25,8 +25,7 @@ Empty documents (the empty-set signature, all ``2**32 - 1``) agree in every band
 (``empty_documents="singleton"``) each stays alone, with ``"together"`` they form one cluster.
 
 With ``min_similarity`` set, a candidate joins only if its estimated Jaccard similarity to the
-*leader* of its bucket reaches that value; :func:`topic_clusters` uses this to curb chaining
-at low thresholds. The leader is the member with the smallest :func:`signature_keys` value
+*leader* of its bucket reaches that value (curbs chaining at low thresholds). The leader is the member with the smallest :func:`signature_keys` value
 (a hash of the whole signature; ties are identical signatures, broken by id), so the
 partition still depends only on the signatures, not on the order of the input.
 
@@ -37,14 +36,66 @@ permutations the ``uint32`` signatures take 10e6 * 128 * 4 B = 4.8 GiB and the c
 about 10e6 * 33 B = 0.3 GiB, far below 24 GiB. Larger inputs can stay on disk: pass an
 ``np.memmap`` (only a chunk of rows is read at a time); ``min_similarity`` needs random row
 access and is meant for in-memory signatures.
+
+**Topic clusters** (:func:`topic_clusters`) are a different thing: k-medoids in MinHash
+space. Near-duplicate clusters find copies (5-gram shingles, Jaccard >= 0.8); topics are
+groups of documents that use the same vocabulary, which an LSH pass at any threshold finds
+poorly (unigram Jaccard between two documents on one topic is often 0.2-0.4, where banding
+either misses most pairs or chains everything). So topics are k-medoids over signatures of
+word unigrams (or short shingles), with the estimated Jaccard distance
+``d(x, y) = 1 - (equal signature values) / num_perm`` (an unbiased estimate of ``1 - J``):
+
+1. Identical signatures are one point (weight = number of copies); empty documents (the
+   empty-set signature) are left out and become singletons.
+2. Every distinct signature gets a seeded priority ``mix64(seed key ^ signature hash)`` (a
+   bijection of its :func:`signature_keys` value, so a uniform random order that depends
+   only on the content and the seed). The ``sample_size`` points of smallest priority are
+   the *fitting sample* (``min(distinct, max(k * sample_per_cluster, 2048), 20000)``),
+   listed in priority order, which is the canonical order every tie is broken in.
+3. k-medoids++ seeding on the sample: the first medoid is the sample's first point, each
+   next one is drawn with probability proportional to ``weight * D**2`` (``D`` the
+   distance to the nearest medoid chosen so far) from counter-based uniforms
+   ``uniform01(derive_key(seed, PURPOSE_TOPICS, step))``; no stateful generator.
+4. Alternating k-medoids (Voronoi iteration) on the sample: assign each point to its
+   nearest medoid (ties: the medoid earliest in canonical order), then move each medoid to
+   the member minimizing the weighted sum of distances to the cluster (candidates: the
+   current medoid and the first ``candidates`` members in canonical order, so a big cluster
+   costs ``O(candidates * size * num_perm)``); stop when no medoid moves or after
+   ``max_iter`` rounds.
+5. Outlier medoids are dropped: a medoid that no other sample point is nearest to and
+   that has no exact copies (a cluster of one document in the sample) is an isolated
+   point, not a topic
+   (k-medoids++ seeding favours such far points); ``k`` shrinks by their number, unless
+   every cluster is one (tiny inputs).
+6. Every document is assigned to its nearest medoid (same tie rule); its cluster id is the
+   smallest row index among the rows whose signature equals the medoid's (a member of the
+   cluster), and ``distance`` is its estimated distance to the medoid. A document that
+   shares no signature value with any medoid (estimated Jaccard 0 to every topic; a real
+   document with ``J >= 0.05`` to some medoid is flagged with probability
+   ``(1 - J)**num_perm``, 4% at 64 permutations) has **no topic**: ``no_topic`` is set, it is
+   its own singleton cluster and ``distance = 1``. Random-character junk, encoded blobs and
+   text in a script no topic uses end up here instead of inflating an arbitrary topic
+   (the first medoid, since all distances tie at 1).
+
+The number of clusters ``k`` defaults to ``round(sqrt(distinct signatures))`` capped at
+:data:`DEFAULT_MAX_TOPIC_CLUSTERS` (a sensible size for an inspection- and weighting-level
+notion of topic: 1,000 documents give ~32 topics of ~32 documents). Every decision depends
+on signature contents and the seed only; row indices break no tie except between identical
+signatures, which are interchangeable. So the partition and distances do not depend on the
+input order, and the kernels' parallel loops only write per-row results (no reductions),
+so neither does the number of threads. The cost is ``O((n + iterations * sample) * k *
+num_perm)`` comparisons of ``uint32`` values.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
-from streammix.core.rng import fold_nb, mix64_nb
+from streammix.core.rng import PURPOSE_TOPICS, derive_key, fold_nb, mix64_nb, uniform01
 
 EMPTY_MODES = ("singleton", "together")
 _EMPTY_VALUE = np.uint32(0xFFFFFFFF)
@@ -279,28 +330,225 @@ def exact_jaccard_components(shingle_sets: list[set[bytes]], threshold: float) -
     return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
+DEFAULT_MAX_TOPIC_CLUSTERS = 256
+MAX_SAMPLE_SIZE = 20_000
+
+
+@dataclass(frozen=True)
+class TopicClusters:
+    """Result of :func:`topic_clusters`, one entry per document (row) unless noted."""
+
+    cluster_id: np.ndarray  # int64: smallest row holding the medoid's signature
+    cluster_size: np.ndarray  # int64: documents in the cluster
+    distance: np.ndarray  # float64: estimated Jaccard distance to the medoid (0 for empty docs)
+    medoids: np.ndarray  # int64 [k]: the medoid rows (cluster ids), in canonical order
+    empty: np.ndarray  # bool: empty documents, each its own singleton cluster
+    no_topic: np.ndarray  # bool: no signature value in common with any medoid (singletons)
+
+
+def auto_num_clusters(num_points: int, max_clusters: int = DEFAULT_MAX_TOPIC_CLUSTERS) -> int:
+    """``round(sqrt(num_points))`` clamped to ``[1, max_clusters]``."""
+    return int(min(max(1, round(math.sqrt(max(num_points, 0)))), max_clusters))
+
+
+@numba.njit(cache=True)
+def _priorities(keys: np.ndarray, seed_key: np.uint64) -> np.ndarray:
+    out = np.empty(keys.shape[0], dtype=np.uint64)
+    for i in range(keys.shape[0]):
+        out[i] = mix64_nb(keys[i] ^ seed_key)
+    return out
+
+
+@numba.njit(cache=True)
+def _mismatches(signatures: np.ndarray, i: np.int64, other: np.ndarray, j: np.int64) -> np.int64:
+    count = 0
+    for k in range(signatures.shape[1]):
+        if signatures[i, k] != other[j, k]:
+            count += 1
+    return count
+
+
+@numba.njit(cache=True, parallel=True)
+def _assign_nearest(signatures, rows, medoid_signatures, label, mismatches) -> None:
+    """``label[p]``: nearest medoid (first on ties) of ``signatures[rows[p]]``; its mismatches."""
+    for p in numba.prange(rows.shape[0]):
+        best = signatures.shape[1] + 1
+        best_m = -1
+        for m in range(medoid_signatures.shape[0]):
+            c = _mismatches(signatures, rows[p], medoid_signatures, m)
+            if c < best:
+                best = c
+                best_m = m
+        label[p] = best_m
+        mismatches[p] = best
+
+
+@numba.njit(cache=True)
+def _seed_medoids(sample_signatures, weights, k, uniforms) -> np.ndarray:
+    """k-medoids++ on the sample (rows in canonical order); returns sample positions."""
+    s = sample_signatures.shape[0]
+    num_perm = sample_signatures.shape[1]
+    chosen = np.empty(k, dtype=np.int64)
+    chosen[0] = 0
+    nearest = np.empty(s, dtype=np.int64)
+    for p in range(s):
+        nearest[p] = _mismatches(sample_signatures, p, sample_signatures, 0)
+    for step in range(1, k):
+        total = 0.0
+        for p in range(s):
+            d = nearest[p] / num_perm
+            total += weights[p] * d * d
+        pick = -1
+        if total > 0.0:
+            target = uniforms[step] * total
+            running = 0.0
+            for p in range(s):
+                d = nearest[p] / num_perm
+                running += weights[p] * d * d
+                if running > target and nearest[p] > 0:
+                    pick = p
+                    break
+            if pick < 0:  # rounding at the very end: the last point not yet at distance 0
+                for p in range(s - 1, -1, -1):
+                    if nearest[p] > 0:
+                        pick = p
+                        break
+        if pick < 0:
+            return chosen[:step]
+        chosen[step] = pick
+        for p in range(s):
+            c = _mismatches(sample_signatures, p, sample_signatures, pick)
+            if c < nearest[p]:
+                nearest[p] = c
+    return chosen
+
+
+@numba.njit(cache=True)
+def _update_medoids(sample_signatures, weights, label, medoids, candidates) -> bool:
+    """Move each medoid to its best candidate member; True if any medoid moved."""
+    k = medoids.shape[0]
+    s = sample_signatures.shape[0]
+    counts = np.zeros(k + 1, dtype=np.int64)
+    for p in range(s):
+        counts[label[p] + 1] += 1
+    starts = np.cumsum(counts)
+    members = np.empty(s, dtype=np.int64)
+    fill = starts[:-1].copy()
+    for p in range(s):  # members of each cluster in canonical (sample) order
+        members[fill[label[p]]] = p
+        fill[label[p]] += 1
+    moved = False
+    for m in range(k):
+        lo, hi = starts[m], starts[m + 1]
+        best = medoids[m]
+        best_cost = 0.0
+        for q in range(lo, hi):
+            best_cost += weights[members[q]] * _mismatches(
+                sample_signatures, best, sample_signatures, members[q]
+            )
+        for q in range(lo, min(hi, lo + candidates)):
+            c = members[q]
+            if c == medoids[m]:
+                continue
+            cost = 0.0
+            for r in range(lo, hi):
+                cost += weights[members[r]] * _mismatches(
+                    sample_signatures, c, sample_signatures, members[r]
+                )
+                if cost > best_cost:
+                    break
+            if cost < best_cost or (cost == best_cost and c < best):
+                best, best_cost = c, cost
+        if best != medoids[m]:
+            medoids[m] = best
+            moved = True
+    return moved
+
+
+def _check_count(name: str, value: int, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 def topic_clusters(
     signatures: np.ndarray,
     *,
-    threshold: float = 0.5,
-    empty_documents: str = "singleton",
-    chunk_rows: int = 1 << 20,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Topic clusters ``(cluster_id, cluster_size)`` for :mod:`streammix.metadata.diversity`.
+    num_clusters: int | None = None,
+    seed: int = 0,
+    max_iter: int = 20,
+    sample_per_cluster: int = 64,
+    candidates: int = 256,
+) -> TopicClusters:
+    """Topic clusters by k-medoids in MinHash space (see the module docstring).
 
-    LSH components at a low ``threshold`` where a candidate joins only if its estimated
-    Jaccard similarity to its bucket's leader reaches ``threshold`` (curbs chaining). Pass
-    signatures of word unigrams (``ShingleConfig(n=1)``) for topical neighbourhoods, or the
-    near-duplicate signatures for a stricter, cheaper notion.
+    ``signatures`` should be MinHash signatures of word unigrams or short shingles
+    (``ShingleConfig(n=1)``); ``num_clusters`` defaults to :func:`auto_num_clusters` of the
+    number of distinct non-empty signatures, and is lowered to that number when larger.
     """
     _check_signatures(signatures)
-    threshold = _validate_threshold(threshold)
-    bands, rows = lsh_bands_rows(threshold, signatures.shape[1])
-    return lsh_components(
-        np.asarray(signatures),
-        bands=bands,
-        rows=rows,
-        empty_documents=empty_documents,
-        min_similarity=threshold,
-        chunk_rows=chunk_rows,
+    if num_clusters is not None:
+        num_clusters = _check_count("num_clusters", num_clusters, 1)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    max_iter = _check_count("max_iter", max_iter, 0)
+    sample_per_cluster = _check_count("sample_per_cluster", sample_per_cluster, 1)
+    candidates = _check_count("candidates", candidates, 1)
+    signatures = np.ascontiguousarray(signatures)
+    n, num_perm = signatures.shape
+    empty = ~_nonempty_rows(signatures, 1 << 20)
+    rows = np.arange(n, dtype=np.int64)
+    cluster_id = rows.copy()
+    distance = np.zeros(n, dtype=np.float64)
+    live = np.flatnonzero(~empty)
+    if live.size == 0:
+        return TopicClusters(
+            cluster_id, np.ones(n, np.int64), distance, np.zeros(0, np.int64), empty, empty & False
+        )
+    keys = signature_keys(signatures[live])
+    # distinct signatures (equal 64-bit keys), each represented by its smallest row
+    by_key = np.lexsort((live, keys))
+    first = np.r_[True, keys[by_key][1:] != keys[by_key][:-1]]
+    group_start = np.flatnonzero(first)
+    distinct_rows = live[by_key[group_start]]
+    weights = np.diff(np.r_[group_start, by_key.size]).astype(np.float64)
+    priority = _priorities(
+        keys[by_key[group_start]], np.uint64(derive_key(int(seed), PURPOSE_TOPICS))
     )
+    canonical = np.argsort(priority, kind="stable")
+    num_distinct = distinct_rows.size
+    k = auto_num_clusters(num_distinct) if num_clusters is None else num_clusters
+    k = min(k, num_distinct)
+    size = min(num_distinct, max(k * sample_per_cluster, 2048), max(MAX_SAMPLE_SIZE, k))
+    sample = canonical[:size]
+    sample_signatures = np.ascontiguousarray(signatures[distinct_rows[sample]])
+    sample_weights = weights[sample]
+    uniforms = np.array(
+        [uniform01(derive_key(int(seed), PURPOSE_TOPICS, step)) for step in range(k)],
+        dtype=np.float64,
+    )
+    medoids = np.sort(_seed_medoids(sample_signatures, sample_weights, k, uniforms))
+    label = np.empty(size, dtype=np.int64)
+    mism = np.empty(size, dtype=np.int64)
+    sample_rows = np.arange(size, dtype=np.int64)
+    for _ in range(max_iter):
+        _assign_nearest(sample_signatures, sample_rows, sample_signatures[medoids], label, mism)
+        if not _update_medoids(sample_signatures, sample_weights, label, medoids, candidates):
+            break
+        medoids = np.sort(medoids)
+    _assign_nearest(sample_signatures, sample_rows, sample_signatures[medoids], label, mism)
+    # a single document that nothing else is nearest to (copies of it are a crowded spot)
+    alone = np.bincount(label, weights=sample_weights, minlength=medoids.size) == 1.0
+    if not alone.all():
+        medoids = medoids[~alone]
+    medoid_rows = distinct_rows[sample[medoids]]
+    label = np.empty(live.size, dtype=np.int64)
+    mism = np.empty(live.size, dtype=np.int64)
+    _assign_nearest(signatures, live, np.ascontiguousarray(signatures[medoid_rows]), label, mism)
+    no_topic = np.zeros(n, dtype=np.bool_)
+    no_topic[live[mism == num_perm]] = True
+    assigned = mism < num_perm
+    cluster_id[live[assigned]] = medoid_rows[label[assigned]]
+    distance[live] = mism / num_perm
+    cluster_size = np.bincount(cluster_id, minlength=n).astype(np.int64)[cluster_id]
+    return TopicClusters(cluster_id, cluster_size, distance, medoid_rows, empty, no_topic)

@@ -13,6 +13,20 @@ Built in:
   line rules and FineWeb extras of :mod:`quality_signals` and :mod:`quality_ngrams`, turned
   into ``exp(-sum of soft rule penalties)`` by :mod:`quality_rules`; every signal is also
   returned as a column ``q_<signal>``.
+* :class:`NgramScorer` (``"ngram:REF"`` on the build's command line): CCNet's idea, the
+  perplexity of the document under a small word n-gram model with interpolated Kneser-Ney
+  smoothing (:mod:`ngram_lm`) trained on a reference set the user names (a domain of the
+  build, or files), combined with the heuristic rules into one continuous score::
+
+      quality = mean log P_LM(tokens) - sum of soft rule penalties
+              = -(log perplexity) + log(heuristic score)
+
+  Both terms are log-scale "badness" (the heuristic score is ``exp(-penalties)``), so the
+  sum is the log of ``heuristic / perplexity``: the rules still sink documents they flag,
+  and among clean documents, which the rules score 1.0 alike, the perplexity orders them
+  continuously. The build trains the model once (:mod:`streammix.build.reference_lm`)
+  and hands the workers ``"ngram-model:/path/to/model.npz"``. Signal columns:
+  ``q_lm_log_prob``, ``q_heuristic`` and the heuristic signals.
 * :class:`ColumnScorer` (``"column:FIELD"``): a numeric field already present in the input.
 * :class:`CallableScorer` (``"callable:package.module:function"``): a user function
   ``function(texts) -> sequence of floats`` (or a :class:`ScoreBatch`).
@@ -35,6 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from streammix.metadata.ngram_lm import KneserNeyLM
 from streammix.metadata.quality_ngrams import (
     DUPLICATE_NGRAM_SIZES,
     TOP_NGRAM_SIZES,
@@ -108,6 +123,49 @@ class HeuristicScorer:
         if self.keep_signals:
             kept = {SIGNAL_PREFIX + k: v.astype(np.float32) for k, v in signals.items()}
         return ScoreBatch(quality=quality, signals=kept)
+
+
+class NgramScorer:
+    """Reference-set perplexity (Kneser-Ney n-grams) plus the heuristic rules (module doc)."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        rules: tuple[QualityRule, ...] = DEFAULT_RULES,
+        keep_signals: bool = True,
+        name: str = "ngram",
+    ) -> None:
+        self.heuristic = HeuristicScorer(rules=rules, keep_signals=keep_signals)
+        self.model_path = model_path
+        self.rules = rules
+        self.keep_signals = keep_signals
+        self.name = name
+        try:
+            self.model = KneserNeyLM.load(model_path)
+        except (OSError, KeyError, ValueError) as error:
+            raise ValueError(f"cannot load the n-gram model {model_path!r}: {error}") from None
+
+    def __reduce__(self):
+        return (_rebuild_ngram_scorer, (self.model_path, self.rules, self.keep_signals, self.name))
+
+    def __repr__(self) -> str:
+        return f"NgramScorer({self.model_path!r})"
+
+    def score(self, texts: Sequence[str], records: Sequence[Mapping[str, Any]]) -> ScoreBatch:
+        batch = self.heuristic.score(texts, records)
+        log_prob = self.model.mean_log_prob(texts)
+        heuristic = batch.quality.astype(np.float64)
+        quality = log_prob + np.log(np.maximum(heuristic, np.finfo(np.float64).tiny))
+        signals = dict(batch.signals)
+        if self.keep_signals:
+            signals[SIGNAL_PREFIX + "lm_log_prob"] = log_prob.astype(np.float32)
+            signals[SIGNAL_PREFIX + "heuristic"] = batch.quality.astype(np.float32)
+        return ScoreBatch(quality=quality.astype(np.float32), signals=signals)
+
+
+def _rebuild_ngram_scorer(path: str, rules, keep_signals: bool, name: str) -> NgramScorer:
+    return NgramScorer(path, rules=rules, keep_signals=keep_signals, name=name)
 
 
 def _as_score(value: Any, what: str) -> float:
@@ -210,10 +268,18 @@ def make_scorer(spec: str, **options: Any) -> Scorer:
         return ColumnScorer(field=argument, **options)
     if kind == "callable" and argument:
         return CallableScorer(argument, **options)
+    if kind == "ngram-model" and argument:
+        return NgramScorer(argument, **options)
+    if kind == "ngram" and argument:
+        raise ValueError(
+            f"{spec!r} names a reference set that streammix-build trains the model on; outside"
+            " a build, train one with streammix.metadata.ngram_lm.train_kneser_ney, save it and"
+            " use 'ngram-model:/path/to/model.npz'"
+        )
     if kind == "hf" and argument:
         hf_quality = importlib.import_module("streammix.build.hf_quality")
         return hf_quality.HFClassifierScorer(argument, **options)
     raise ValueError(
-        f"unknown scorer spec {spec!r}; expected 'heuristic', 'column:FIELD', "
-        "'callable:package.module:function' or 'hf:/path/to/model'"
+        f"unknown scorer spec {spec!r}; expected 'heuristic', 'ngram:REFERENCE', "
+        "'column:FIELD', 'callable:package.module:function' or 'hf:/path/to/model'"
     )

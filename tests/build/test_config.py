@@ -16,6 +16,7 @@ def test_fingerprint_ignores_workers_and_progress_but_not_output_settings() -> N
     assert base.fingerprint() == dataclasses.replace(base, workers=4, progress=False).fingerprint()
     assert base.fingerprint() != dataclasses.replace(base, val_fraction=0.1).fingerprint()
     assert base.fingerprint() != dataclasses.replace(base, minhash_seed=2).fingerprint()
+    assert base.fingerprint() != dataclasses.replace(base, topic_clusters=7).fingerprint()
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,9 @@ def test_fingerprint_ignores_workers_and_progress_but_not_output_settings() -> N
         ({"dedup_threshold": 0.0}, "dedup_threshold"),
         ({"max_doc_bytes": 0}, "max_doc_bytes"),
         ({"minhash_num_perm": 0}, "minhash_num_perm"),
+        ({"topic_clusters": -1}, "topic-clusters"),
+        ({"topic_num_perm": 0}, "topic_num_perm"),
+        ({"topic_shingle_size": 0}, "topic_shingle_size"),
         ({"minhash_scheme": "md5"}, "unknown MinHash scheme"),
         ({"seed": -1}, "non-negative"),
         ({"compression": "lzma9000"}, "unknown compression"),

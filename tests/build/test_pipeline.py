@@ -130,6 +130,11 @@ def test_sidecar_lines_up_with_mds_sample_for_sample(built, tokenizer_dir: Path)
             assert np.all((diversity >= 0) & (diversity <= 1))
             quality = side["quality_norm"].to_numpy()
             assert np.all((quality >= 0) & (quality <= 1))
+            distance = side["topic_distance"].to_numpy()
+            assert np.all((distance >= 0) & (distance <= 1))
+            assert np.all(side["topic_cluster_size"].to_numpy() >= 1)
+            for name in ("topic_compactness", "topic_separation"):
+                assert np.all(side[name].to_numpy() <= 1)
             assert np.all(np.diff(side["sample_key"].to_numpy()) > 0)
             keys.extend(side["sample_key"].to_pylist())
     assert len(set(keys)) == len(keys)
@@ -212,6 +217,35 @@ def test_interrupted_build_resumes_to_identical_output(tmp_path: Path, monkeypat
     monkeypatch.setattr(pipeline, "run_write", original)
     run_build(config)
     assert output_files(Path(config.out)) == output_files(Path(reference.out))
+
+
+def test_ngram_quality_from_a_domain_or_from_files(tmp_path: Path) -> None:
+    sources = _corpus(tmp_path)
+    scores = {}
+    for reference in ("books", stdlib_glob("json")):
+        out = tmp_path / ("by-domain" if reference == "books" else "by-files")
+        config = _config(tmp_path, sources, out=str(out), scorer=f"ngram:{reference}")
+        run_build(config)
+        side = read_sidecar(out / "web")
+        assert "q_lm_log_prob" in side.column_names and "q_heuristic" in side.column_names
+        quality = side["quality"].to_numpy()
+        assert np.all(quality <= 0) and len(np.unique(quality)) > 0.8 * len(quality)
+        assert read_manifest(out).domain_names == ("web", "code", "books")
+        scores[reference] = quality
+    assert not np.array_equal(*scores.values())  # the reference matters
+    pooled = _config(
+        tmp_path, sources, out=str(tmp_path / "pooled"), scorer="ngram:books", workers=2
+    )
+    run_build(pooled)
+    assert output_files(Path(pooled.out)) == output_files(tmp_path / "by-domain")
+
+
+def test_unknown_ngram_reference_is_an_error_before_any_output(tmp_path: Path) -> None:
+    sources = {"a": stdlib_glob("json")}
+    config = _config(tmp_path, sources, scorer=f"ngram:{tmp_path / 'nothing' / '*.txt'}")
+    with pytest.raises(BuildError, match="not a domain of this build"):
+        run_build(config)
+    assert not Path(config.out).exists()
 
 
 def test_output_folder_rules(tmp_path: Path) -> None:

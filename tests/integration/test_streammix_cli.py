@@ -119,8 +119,8 @@ def test_a_plan_file_is_written_with_the_usual_permissions(build: Path, tmp_path
 def test_domains_never_swallow_the_build_folder(build: Path, capsys, args: list[str]) -> None:
     code, out, err = _main(capsys, "plan", *[a.format(build=build) for a in args])
     assert code == 0, err
-    rows = [line.split()[0] for line in out.splitlines()[1:-1]]
-    assert rows == ["web", "news"]
+    table = out.split("\nplanned ", 1)[0].splitlines()[1:]  # the first table's rows
+    assert [line.split()[0] for line in table] == ["web", "news"]
 
 
 def test_domains_separated_by_spaces_are_an_error_with_a_hint(build: Path, capsys) -> None:
@@ -203,7 +203,8 @@ def test_plan_plot_labels_axes_marks_ties_and_says_what_to_see(build: Path, tmp_
     assert [t.get_text() for t in figure.texts] == [caption(0.5)]
     assert caption(0.5).startswith("What to see:") and caption(0.5).count(". ") == 0
     notes = [t.get_text() for t in quality_ax.texts]
-    assert notes == ["tie: 80% of samples\nshare the value 0.90"]
+    assert notes == ["tie: 80% of samples\nshare the value 0.90",
+                     "a: 1 distinct, top 100%\nb: 20 distinct, top 5%"]  # and the spread
     assert not [t for t in diversity_ax.texts if t.get_text().startswith("tie")]
     assert "2,000 tokens" in plan_ax.get_title()
 

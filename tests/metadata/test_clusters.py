@@ -13,7 +13,6 @@ from streammix.metadata.clusters import (
     exact_jaccard_components,
     lsh_bands_rows,
     lsh_components,
-    topic_clusters,
 )
 from streammix.metadata.minhash import (
     is_empty_signature,
@@ -189,21 +188,20 @@ def test_clustering_memory_is_linear_per_band(tmp_path) -> None:
     assert peak < 48 * n + 4096 * num_perm * 4, peak  # signatures alone would be 512 * n
 
 
-def test_topic_clusters_verify_against_leader_and_ignore_order() -> None:
+def test_min_similarity_verifies_against_the_leader_and_ignores_order() -> None:
     texts = _corpus(8, num_base=80, max_edits=30)
     sig = signatures_from_texts(texts, shingle_config=ShingleConfig(n=1))
-    topic_id, topic_size = topic_clusters(sig, threshold=0.5)
-    unverified, _ = lsh_components(
-        sig, bands=lsh_bands_rows(0.5, 128)[0], rows=lsh_bands_rows(0.5, 128)[1]
-    )
-    assert len(np.unique(topic_id)) >= len(np.unique(unverified))
+    bands, rows = lsh_bands_rows(0.5, 128)
+    verified, verified_size = lsh_components(sig, bands=bands, rows=rows, min_similarity=0.5)
+    unverified, _ = lsh_components(sig, bands=bands, rows=rows)
+    assert len(np.unique(verified)) >= len(np.unique(unverified))
     perm = np.random.default_rng(1).permutation(len(texts))
-    permuted_id, _ = topic_clusters(sig[perm], threshold=0.5)
-    before = topic_id[perm]
+    permuted_id, _ = lsh_components(sig[perm], bands=bands, rows=rows, min_similarity=0.5)
+    before = verified[perm]
     assert np.array_equal(
         before[:, None] == before[None, :], permuted_id[:, None] == permuted_id[None, :]
     )
-    assert np.array_equal(topic_size, np.bincount(topic_id, minlength=len(texts))[topic_id])
+    assert np.array_equal(verified_size, np.bincount(verified, minlength=len(texts))[verified])
 
 
 @pytest.mark.parametrize(
