@@ -1,0 +1,465 @@
+"""OpMixProbing: the Composer callback that runs OP-Mix (arXiv:2605.15220) inside a run.
+
+OP-Mix (Hu et al. 2026, "Always Learning, Always Mixing"; :mod:`streammix.mixing.opmix` has
+the policy and :mod:`streammix.mixing.mixing_law` the equations) trains on the prior mixture
+``q`` until a decision point (by default once, after ``probe_fraction = 20%`` of the run's
+``max_duration``; ``probe_every`` in the policy repeats it), then probes the model:
+
+1. **Snapshot.** A deep copy of the (unwrapped) Composer model; the main model, its
+   optimizer and the global torch RNG are untouched (LoRA initialization and the probe
+   batches use their own seed, under ``torch.random.fork_rng``).
+2. **Probes.** One LoRA adapter per domain ``j`` (``peft``; ``r = 16``, ``alpha = 32`` as in
+   the reference), trained for ``steps`` AdamW steps on batches of that domain's training
+   samples: the head of the domain's training split, read with ``read_split_head`` (or
+   ``train_data=``), so the main sample order is not touched. Batches are a seeded shuffle.
+3. **Proxies.** For every design mixture ``x`` (the vertices and Dirichlet draws, see
+   :meth:`OpMixPolicy.proxy_mixtures`) the adapters are removed and every adapted weight is
+   set to ``W + sum_j x_j dW_j`` with ``dW_j = (alpha / r) B_j A_j`` (``peft``'s
+   ``get_delta_weight``, so Conv1D layouts are handled): the exact linear interpolation of
+   the adapters' deltas.
+4. **Evaluation.** Each proxy's mean per-sample held-out loss on every domain (the first
+   ``val_samples`` of each ``-val`` split, or ``val_data=``), in float64.
+5. **Decision.** Rank 0's losses are broadcast (so every rank feeds the deterministic
+   policy identical numbers and publishes identical weights), the policy fits the laws and
+   solves the KL-regularized proposer, and the weights are published with
+   ``dataset.publish(start, weights, final_until=...)`` for the rest of the run.
+
+Cost, logged per decision in ``info`` and ``history``: ``probe_train_steps`` (``m * steps``
+LoRA steps on batches of ``batch_size``), ``probe_eval_batches`` (forward passes over the
+held-out batches, ``(1 + P) * m`` sets of them) and ``probe_train_share``, the LoRA steps as
+a share of the run's optimizer steps (a LoRA step costs about as much as a full step of the
+same batch size: the backward still runs through the whole network).
+
+Limits: every rank does the whole probe (only the losses are broadcast, so ranks agree
+even if their float results differ); the model must fit on one device (no FSDP); probing
+happens inside one ``BATCH_END`` event, so a checkpoint never lands inside it, and a run
+killed while probing resumes from its last checkpoint and probes again from the same state.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from composer.core import Callback, Event, State, TimeUnit
+from composer.loggers import Logger
+from composer.utils import dist
+
+from streammix.dataset.dataset import StreamMixDataset, read_split_head
+from streammix.mixing.opmix import OpMixPolicy, ProbeObservation
+from streammix.mixing.protocol import Decision, Observation, restore_state
+from streammix.mixing.registry import make_policy
+
+PURPOSE_PROBE = 0x50524F42  # "PROB": seeds of the LoRA initialization and probe batches
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    """How the LoRA probes are trained and evaluated (reference: ``r=16, alpha=32``)."""
+
+    r: int = 16
+    alpha: float = 32.0
+    steps: int = 20
+    lr: float = 1e-3
+    batch_size: int = 8
+    train_samples: int = 256
+    val_samples: int = 32
+    val_batch_size: int = 8
+    target_modules: tuple[str, ...] | None = None  # None: peft's default for the architecture
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("r", "steps", "batch_size", "train_samples", "val_samples",
+                     "val_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ProbeConfig.{name} must be an int >= 1, got {value!r}")
+        for name in ("alpha", "lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value > 0):
+                raise ValueError(f"ProbeConfig.{name} must be a positive number, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"ProbeConfig.seed must be an int >= 0, got {self.seed!r}")
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+
+# ----------------------------------------------------------------------------- LoRA helpers
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def adapter_name(domain: int) -> str:
+    return f"domain{domain}"
+
+
+def attach_adapters(composer_model: torch.nn.Module, num_domains: int,
+                    config: ProbeConfig) -> Any:
+    """Wrap ``composer_model.model`` (a Hugging Face model) in a PeftModel with one LoRA
+    adapter per domain; returns the PeftModel (also set as ``composer_model.model``)."""
+    from peft import LoraConfig, get_peft_model
+
+    inner = getattr(composer_model, "model", None)
+    if not isinstance(inner, torch.nn.Module):
+        raise TypeError("OP-Mix probes need a Composer model whose .model is the Hugging Face "
+                        "model (streammix.composer.model.CausalLMModel or HuggingFaceModel)")
+    lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=0.0, bias="none",
+                      target_modules=list(config.target_modules) if config.target_modules
+                      else None, init_lora_weights=True)
+    peft_model = get_peft_model(inner, lora, adapter_name=adapter_name(0))
+    for j in range(1, num_domains):
+        peft_model.add_adapter(adapter_name(j), lora)
+    composer_model.model = peft_model
+    return peft_model
+
+
+@dataclass
+class AdaptedLayer:
+    """One adapted weight: its module, the snapshot's weight and each adapter's delta."""
+
+    module: torch.nn.Module
+    base: torch.Tensor
+    deltas: list[torch.Tensor]
+
+
+def adapter_deltas(peft_model: Any, num_domains: int) -> list[AdaptedLayer]:
+    """``dW_j`` of every LoRA layer, via peft's ``get_delta_weight`` (layout-aware)."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = []
+    with torch.no_grad():
+        for module in peft_model.modules():
+            if isinstance(module, LoraLayer):
+                base_layer = module.get_base_layer()
+                deltas = [module.get_delta_weight(adapter_name(j)).detach().clone()
+                          for j in range(num_domains)]
+                layers.append(AdaptedLayer(base_layer, base_layer.weight.detach().clone(),
+                                           deltas))
+    if not layers:
+        raise ValueError("peft attached no LoRA layer: set ProbeConfig.target_modules")
+    return layers
+
+
+def set_interpolation(layers: Sequence[AdaptedLayer], mixture: Sequence[float]) -> None:
+    """Every adapted weight becomes ``W + sum_j x_j dW_j`` (float64 sum, cast back)."""
+    with torch.no_grad():
+        for layer in layers:
+            merged = layer.base.double()
+            for weight, delta in zip(mixture, layer.deltas):
+                if weight != 0.0:
+                    merged = merged + float(weight) * delta.double()
+            layer.module.weight.copy_(merged.to(layer.module.weight.dtype))
+
+
+def _domain_batches(samples: Sequence[Mapping[str, Any]], collate: Any,
+                    batch_size: int) -> list[Any]:
+    return [collate(list(samples[i:i + batch_size])) for i in range(0, len(samples), batch_size)]
+
+
+def train_adapter(model: torch.nn.Module, peft_model: Any, domain: int,
+                  samples: Sequence[Mapping[str, Any]], collate: Any, state: State,
+                  config: ProbeConfig, seed: int) -> None:
+    """``config.steps`` AdamW steps on adapter ``domain`` only, over seeded batches."""
+    peft_model.set_adapter(adapter_name(domain))
+    params = [p for n, p in peft_model.named_parameters()
+              if p.requires_grad and f".{adapter_name(domain)}." in n]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    rng = np.random.default_rng([seed, PURPOSE_PROBE, domain])
+    order: list[int] = []
+    model.train()
+    for _ in range(config.steps):
+        if len(order) < config.batch_size:
+            order.extend(rng.permutation(len(samples)).tolist())
+        chosen, order = order[:config.batch_size], order[config.batch_size:]
+        batch = state.device.batch_to_device(collate([samples[i] for i in chosen]))
+        loss = model.loss(model(batch), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def held_out_losses(model: torch.nn.Module, batches: Mapping[str, list[Any]],
+                    state: State) -> tuple[np.ndarray, int]:
+    """Mean per-sample held-out loss of every domain (float64) and the batches run."""
+    model.eval()
+    losses, passes = [], 0
+    with torch.no_grad():
+        for name_batches in batches.values():
+            total, count = 0.0, 0
+            for batch in name_batches:
+                batch = state.device.batch_to_device(batch)
+                per_sample = model.per_sample_loss(model(batch), batch).double()
+                total += float(per_sample.sum())
+                count += int(per_sample.numel())
+                passes += 1
+            losses.append(total / count)
+    return np.asarray(losses), passes
+
+
+# ----------------------------------------------------------------------------- callback
+
+
+class OpMixProbing(Callback):
+    """OP-Mix for a ``StreamMixDataset`` (see the module docstring).
+
+    Args:
+        policy: ``"opmix"`` or an :class:`OpMixPolicy`; ``probe_at``/``total_steps`` left
+            ``None`` are filled in from the run's ``max_duration``.
+        policy_options: options for ``make_policy("opmix", ...)``.
+        probe_fraction: the decision point as a share of ``max_duration`` (default 0.2).
+        probe: how the LoRA probes are trained and evaluated.
+        train_data / val_data: ``{domain name: [sample dict, ...]}`` overriding the heads of
+            the build's training and held-out splits.
+        history_path: if given, rank 0 writes the decisions there as JSON.
+    """
+
+    def __init__(self, policy: str | OpMixPolicy = "opmix", *,
+                 policy_options: Mapping[str, Any] | None = None,
+                 probe_fraction: float = 0.2, probe: ProbeConfig | None = None,
+                 train_data: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                 val_data: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                 history_path: str | Path | None = None) -> None:
+        if isinstance(policy, str):
+            policy = make_policy(policy, **dict(policy_options or {}))
+        elif policy_options:
+            raise ValueError("policy_options only apply when policy is given by name")
+        if not isinstance(policy, OpMixPolicy):
+            raise TypeError(f"OpMixProbing runs the OP-Mix policy, got {policy!r}")
+        if not (isinstance(probe_fraction, (int, float)) and 0.0 < probe_fraction < 1.0):
+            raise ValueError(f"probe_fraction must be in (0, 1), got {probe_fraction!r}")
+        self.policy = policy
+        self.probe_fraction = float(probe_fraction)
+        self.probe = probe if probe is not None else ProbeConfig()
+        if not isinstance(self.probe, ProbeConfig):
+            raise TypeError(f"probe must be a ProbeConfig, got {probe!r}")
+        self.train_data, self.val_data = train_data, val_data
+        self.history_path = Path(history_path) if history_path is not None else None
+        self.history: list[dict[str, Any]] = []
+        self._policy_state: dict | None = None
+        self._decision: Decision | None = None
+        self._decision_end = 0
+        self._dataset: StreamMixDataset | None = None
+
+    # ------------------------------------------------------------------ events
+
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.AFTER_LOAD:
+            self._setup(state)
+        elif event == Event.FIT_START:
+            if self._decision is None:
+                decision, self._policy_state = self.policy.start(self._policy_state)
+                self._publish(state, logger, decision, None)
+        elif event == Event.BATCH_END:
+            done = int(state.timestamp.batch)
+            if self._dataset.mixing.weight_updates == "lagged":
+                self._dataset.commit(self._dataset.weight_start_for(done))
+            if done >= self._decision_end:
+                self._decide(state, logger, done)
+        elif event == Event.FIT_END:
+            self._write_history()
+
+    def _setup(self, state: State) -> None:
+        dataset = getattr(state.train_dataloader, "dataset", None)
+        if not isinstance(dataset, StreamMixDataset):
+            raise TypeError("OpMixProbing needs a train dataloader over a StreamMixDataset")
+        if dataset.mixing.weight_updates == "static":
+            raise ValueError("OpMixProbing publishes weights during training: create the "
+                             "StreamMixDataset with MixingConfig(weight_updates='exact')")
+        model = _unwrap(state.model)
+        if not callable(getattr(model, "per_sample_loss", None)):
+            raise TypeError("OpMixProbing needs per_sample_loss(outputs, batch) on the model "
+                            "(see streammix.composer.model)")
+        self._dataset = dataset
+        total = _max_batches(state)
+        fill = {}
+        if self.policy.probe_at is None:
+            if total is None:
+                raise ValueError("set OpMixPolicy.probe_at: max_duration is not in batches "
+                                 "or epochs of a sized dataloader")
+            fill["probe_at"] = max(1, int(self.probe_fraction * total))
+        if self.policy.total_steps is None and total is not None:
+            fill["total_steps"] = total
+        if fill:
+            self.policy = replace(self.policy, **fill)
+        if self._policy_state is None:
+            self._policy_state = self.policy.init(len(dataset.domain_names),
+                                                  np.asarray(dataset.initial_weights))
+        else:  # resumed: the checkpoint must come from the same options
+            self._policy_state = self.policy.load_state_dict(
+                self.policy.state_dict(self._policy_state))
+        collate = getattr(state.train_dataloader, "collate_fn", None)
+        if collate is None:
+            raise TypeError("the train dataloader has no collate_fn to batch probe samples")
+        self.set_probe_data(collate, self._read_train_samples(dataset),
+                            self._read_val_samples(dataset))
+
+    def set_probe_data(self, collate: Any, train_samples: Sequence[Sequence[Mapping]],
+                       val_samples: Mapping[str, Sequence[Mapping]]) -> None:
+        """The samples the probes train on (per domain index) and are evaluated on."""
+        empty = [j for j, samples in enumerate(train_samples) if not samples]
+        empty += [name for name, samples in val_samples.items() if not samples]
+        if empty:
+            raise ValueError(f"no probe samples for domains {empty}")
+        self._collate = collate
+        self._train_samples = [list(samples) for samples in train_samples]
+        self._val_batches = {name: _domain_batches(samples, collate, self.probe.val_batch_size)
+                             for name, samples in val_samples.items()}
+
+    def _read_train_samples(self, dataset: StreamMixDataset) -> list[list[dict[str, Any]]]:
+        names, count = dataset.domain_names, self.probe.train_samples
+        if self.train_data is not None:
+            missing = [n for n in names if not self.train_data.get(n)]
+            if missing:
+                raise ValueError(f"train_data lacks samples for domains {missing}")
+            return [[dict(s, domain=d) for s in list(self.train_data[n])[:count]]
+                    for d, n in enumerate(names)]
+        sources = dataset._sources  # the domains' training folders, read past the sampler
+        return [[dict(s, domain=d) for s in read_split_head(local, remote, count)]
+                for d, (local, remote) in enumerate(zip(sources.local_dirs,
+                                                        sources.remote_dirs))]
+
+    def _read_val_samples(self, dataset: StreamMixDataset) -> dict[str, list[dict[str, Any]]]:
+        names, count = dataset.domain_names, self.probe.val_samples
+        if self.val_data is None:
+            return dataset.held_out_samples(count)
+        missing = [n for n in names if not self.val_data.get(n)]
+        if missing:
+            raise ValueError(f"val_data lacks held-out samples for domains {missing}")
+        return {n: [dict(s, domain=d) for s in list(self.val_data[n])[:count]]
+                for d, n in enumerate(names)}
+
+    # ------------------------------------------------------------------ deciding
+
+    def _decide(self, state: State, logger: Logger, done: int) -> None:
+        decision, self._policy_state = self.policy.update(self._policy_state,
+                                                          Observation(step=done))
+        observation = None
+        if decision.phase == "probe":
+            observation, cost = self.probe_now(state, self.policy.proxy_mixtures(
+                self._policy_state), done)
+            decision, self._policy_state = self.policy.update(self._policy_state, observation)
+            total = self.policy.total_steps or done
+            cost["probe_train_share"] = cost["probe_train_steps"] / max(total, 1)
+            decision = replace(decision, info={**decision.info, **cost})
+        self._publish(state, logger, decision, observation)
+
+    def probe_now(self, state: State, mixtures: np.ndarray,
+                  step: int) -> tuple[ProbeObservation, dict[str, float]]:
+        """Snapshot, train the adapters, evaluate every proxy; rank 0's losses win."""
+        main = _unwrap(state.model)
+        num_domains = mixtures.shape[1]
+        seed = self.probe.seed + step
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            snapshot = copy.deepcopy(main)
+            peft_model = attach_adapters(snapshot, num_domains, self.probe)
+            for j in range(num_domains):
+                train_adapter(snapshot, peft_model, j, self._train_samples[j], self._collate,
+                              state, self.probe, seed)
+            layers = adapter_deltas(peft_model, num_domains)
+            snapshot.model = peft_model.unload()
+            base_loss, passes = held_out_losses(snapshot, self._val_batches, state)
+            losses = np.empty((mixtures.shape[0], base_loss.size))
+            for p, mixture in enumerate(mixtures):
+                set_interpolation(layers, mixture)
+                losses[p], more = held_out_losses(snapshot, self._val_batches, state)
+                passes += more
+        del snapshot, peft_model, layers
+        packed = torch.tensor(np.concatenate([base_loss, losses.ravel()]), dtype=torch.float64)
+        if torch.cuda.is_available() and dist.get_world_size() > 1:
+            packed = state.device.tensor_to_device(packed)
+        dist.broadcast(packed, src=0)
+        packed = packed.cpu().numpy()
+        observation = ProbeObservation(step=step, proxy_mixtures=mixtures,
+                                       proxy_losses=packed[base_loss.size:].reshape(losses.shape),
+                                       base_loss=packed[:base_loss.size])
+        cost = {"probe_train_steps": float(num_domains * self.probe.steps),
+                "probe_eval_batches": float(passes)}
+        return observation, cost
+
+    def _publish(self, state: State, logger: Logger, decision: Decision,
+                 observation: ProbeObservation | None) -> None:
+        done = int(state.timestamp.batch)
+        self._decision = decision
+        self._decision_end = done + decision.num_steps
+        start = self._dataset.weight_start_for(done)
+        self._dataset.publish(start, decision.weights.tolist(),
+                              final_until=start + decision.num_steps)
+        names = self._dataset.domain_names
+        record = {"step": done, "phase": decision.phase, "num_steps": decision.num_steps,
+                  "weights": decision.weights.tolist(), "info": dict(decision.info)}
+        if observation is not None:
+            record["proxy_mixtures"] = observation.proxy_mixtures.tolist()
+            record["proxy_losses"] = observation.proxy_losses.tolist()
+            record["base_loss"] = observation.base_loss.tolist()
+        self.history.append(record)
+        metrics = {f"mixing/weight/{n}": float(w) for n, w in zip(names, decision.weights)}
+        metrics["mixing/applies_from_batch"] = start
+        metrics.update({f"mixing/info/{k}": v for k, v in decision.info.items()})
+        logger.log_metrics(metrics)
+        self._write_history()
+
+    def _write_history(self) -> None:
+        if self.history_path is None or dist.get_global_rank() != 0:
+            return
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"domains": list(self._dataset.domain_names) if self._dataset else None,
+                   "history": self.history}
+        tmp = self.history_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(self.history_path)
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        decision = self._decision
+        return {
+            "policy_name": self.policy.name,
+            "policy": None if self._policy_state is None
+            else self.policy.state_dict(self._policy_state),
+            "decision": None if decision is None else {
+                "weights": decision.weights.tolist(), "num_steps": decision.num_steps,
+                "evaluate": decision.evaluate, "phase": decision.phase, "info": decision.info,
+            },
+            "decision_end": self._decision_end,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("policy_name") != self.policy.name:
+            raise ValueError(f"checkpoint was written by policy {state.get('policy_name')!r}, "
+                             f"this callback runs {self.policy.name!r}")
+        if state["policy"] is not None:  # options are checked against the run in _setup
+            self._policy_state = restore_state(self.policy.name, state["policy"],
+                                               ("prior", "weights", "proxies", "log_c",
+                                                "slopes", "huber"))
+        if state["decision"] is not None:
+            d = state["decision"]
+            self._decision = Decision(weights=np.asarray(d["weights"]), num_steps=d["num_steps"],
+                                      evaluate=d["evaluate"], phase=d["phase"], info=d["info"])
+        self._decision_end = int(state["decision_end"])
+        self.history = list(state["history"])
+
+
+def _max_batches(state: State) -> int | None:
+    """The run's length in batches, if ``max_duration`` says it (batches or sized epochs)."""
+    duration = state.max_duration
+    if duration is None:
+        return None
+    if duration.unit == TimeUnit.BATCH:
+        return int(duration.value)
+    if duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None:
+        return int(duration.value) * int(state.dataloader_len.value)
+    return None
+
