@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -116,9 +117,11 @@ def attach_adapters(composer_model: torch.nn.Module, num_domains: int,
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=0.0, bias="none",
                       target_modules=list(config.target_modules) if config.target_modules
                       else None, init_lora_weights=True)
-    peft_model = get_peft_model(inner, lora, adapter_name=adapter_name(0))
-    for j in range(1, num_domains):
-        peft_model.add_adapter(adapter_name(j), lora)
+    with warnings.catch_warnings():  # GPT-2's Conv1D: peft sets fan_in_fan_out itself
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+        peft_model = get_peft_model(inner, lora, adapter_name=adapter_name(0))
+        for j in range(1, num_domains):
+            peft_model.add_adapter(adapter_name(j), lora)
     composer_model.model = peft_model
     return peft_model
 
@@ -263,7 +266,8 @@ class OpMixProbing(Callback):
             done = int(state.timestamp.batch)
             if self._dataset.mixing.weight_updates == "lagged":
                 self._dataset.commit(self._dataset.weight_start_for(done))
-            if done >= self._decision_end:
+            total = self.policy.total_steps
+            if done >= self._decision_end and (total is None or done < total):
                 self._decide(state, logger, done)
         elif event == Event.FIT_END:
             self._write_history()
