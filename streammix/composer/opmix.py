@@ -19,10 +19,15 @@ the policy and :mod:`streammix.mixing.mixing_law` the equations) trains on the p
    the adapters' deltas.
 4. **Evaluation.** Each proxy's mean per-sample held-out loss on every domain (the first
    ``val_samples`` of each ``-val`` split, or ``val_data=``), in float64.
-5. **Decision.** Rank 0's losses are broadcast (so every rank feeds the deterministic
-   policy identical numbers and publishes identical weights), the policy fits the laws and
-   solves the KL-regularized proposer, and the weights are published with
-   ``dataset.publish(start, weights, final_until=...)`` for the rest of the run.
+5. **Decision.** The policy fits the laws and solves the KL-regularized proposer, and the
+   weights are published with ``dataset.publish(start, weights, final_until=...)`` for the
+   rest of the run.
+
+**Ranks.** The work is sharded: rank ``j mod W`` trains adapter ``j`` (seeded per adapter,
+so the result does not depend on ``W``) and broadcasts it; the evaluations (the snapshot's
+own loss, then each proxy) go round-robin over the ranks and are summed, so every rank holds
+the owners' exact numbers, feeds the deterministic policy identical inputs and publishes
+identical weights.
 
 Cost, logged per decision in ``info`` and ``history``: ``probe_train_steps`` (``m * steps``
 LoRA steps on batches of ``batch_size``), ``probe_eval_batches`` (forward passes over the
@@ -30,8 +35,7 @@ held-out batches, ``(1 + P) * m`` sets of them) and ``probe_train_share``, the L
 a share of the run's optimizer steps (a LoRA step costs about as much as a full step of the
 same batch size: the backward still runs through the whole network).
 
-Limits: every rank does the whole probe (only the losses are broadcast, so ranks agree
-even if their float results differ); the model must fit on one device (no FSDP); probing
+Limits: the model must fit on one device (no FSDP; DDP is unwrapped); probing
 happens inside one ``BATCH_END`` event, so a checkpoint never lands inside it, and a run
 killed while probing resumes from its last checkpoint and probes again from the same state.
 """
@@ -359,37 +363,49 @@ class OpMixProbing(Callback):
 
     def probe_now(self, state: State, mixtures: np.ndarray,
                   step: int) -> tuple[ProbeObservation, dict[str, float]]:
-        """Snapshot, train the adapters, evaluate every proxy; rank 0's losses win."""
+        """Snapshot, train the adapters, evaluate every proxy, sharded over the ranks.
+
+        Rank ``j mod W`` trains adapter ``j`` and broadcasts it; the snapshot's own loss
+        (slot 0) and proxy ``p`` (slot ``p + 1``) are evaluated by rank ``slot mod W`` and
+        summed over ranks, so every rank gets the owners' exact numbers.
+        """
         main = _unwrap(state.model)
-        num_domains = mixtures.shape[1]
+        num_domains, world, rank = mixtures.shape[1], dist.get_world_size(), \
+            dist.get_global_rank()
         seed = self.probe.seed + step
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        num_eval = len(self._val_batches)
+        losses = np.zeros((1 + mixtures.shape[0], num_eval))
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             snapshot = copy.deepcopy(main)
             peft_model = attach_adapters(snapshot, num_domains, self.probe)
             for j in range(num_domains):
-                train_adapter(snapshot, peft_model, j, self._train_samples[j], self._collate,
-                              state, self.probe, seed)
+                if j % world == rank:
+                    torch.manual_seed(int(np.random.SeedSequence([seed, PURPOSE_PROBE, j])
+                                          .generate_state(1)[0]))
+                    train_adapter(snapshot, peft_model, j, self._train_samples[j],
+                                  self._collate, state, self.probe, seed)
+            if world > 1:
+                for j in range(num_domains):
+                    for name, param in peft_model.named_parameters():
+                        if f".{adapter_name(j)}." in name:
+                            dist.broadcast(param.data, src=j % world)
             layers = adapter_deltas(peft_model, num_domains)
             snapshot.model = peft_model.unload()
-            base_loss, passes = held_out_losses(snapshot, self._val_batches, state)
-            losses = np.empty((mixtures.shape[0], base_loss.size))
-            for p, mixture in enumerate(mixtures):
-                set_interpolation(layers, mixture)
-                losses[p], more = held_out_losses(snapshot, self._val_batches, state)
-                passes += more
+            for slot in range(rank, losses.shape[0], world):
+                set_interpolation(layers, np.zeros(num_domains) if slot == 0
+                                  else mixtures[slot - 1])
+                losses[slot] = held_out_losses(snapshot, self._val_batches, state)[0]
         del snapshot, peft_model, layers
-        packed = torch.tensor(np.concatenate([base_loss, losses.ravel()]), dtype=torch.float64)
-        if torch.cuda.is_available() and dist.get_world_size() > 1:
-            packed = state.device.tensor_to_device(packed)
-        dist.broadcast(packed, src=0)
-        packed = packed.cpu().numpy()
+        packed = state.device.tensor_to_device(torch.tensor(losses.ravel(), dtype=torch.float64))
+        dist.all_reduce(packed)  # x + 0 = x: the owners' numbers, exactly, on every rank
+        losses = packed.cpu().numpy().reshape(losses.shape)
         observation = ProbeObservation(step=step, proxy_mixtures=mixtures,
-                                       proxy_losses=packed[base_loss.size:].reshape(losses.shape),
-                                       base_loss=packed[:base_loss.size])
+                                       proxy_losses=losses[1:], base_loss=losses[0])
+        eval_batches = sum(len(b) for b in self._val_batches.values()) * losses.shape[0]
         cost = {"probe_train_steps": float(num_domains * self.probe.steps),
-                "probe_eval_batches": float(passes)}
+                "probe_eval_batches": float(eval_batches)}
         return observation, cost
 
     def _publish(self, state: State, logger: Logger, decision: Decision,
