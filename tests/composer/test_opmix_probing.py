@@ -11,15 +11,14 @@ import pytest
 import torch
 from composer.devices import DeviceCPU
 
-from streammix.composer.model import LMCollator, tiny_gpt2
-from streammix.composer.opmix import (
-    OpMixProbing,
-    ProbeConfig,
+from streammix.composer.lora_probes import (
     adapter_deltas,
     adapter_name,
     attach_adapters,
     set_interpolation,
 )
+from streammix.composer.model import LMCollator, tiny_gpt2
+from streammix.composer.opmix import OpMixProbing, ProbeConfig
 from streammix.mixing import OpMixPolicy
 
 VOCAB, SEQ = 32, 12
