@@ -35,6 +35,10 @@ held-out batches, ``(1 + P) * m`` sets of them) and ``probe_train_share``, the L
 a share of the run's optimizer steps (a LoRA step costs about as much as a full step of the
 same batch size: the backward still runs through the whole network).
 
+In ``exact`` mode DataLoader workers wait for the decision's weights while the main process
+probes: set ``MixingConfig(publish_timeout_s=...)`` above the probe's duration (600 s by
+default), or use ``lagged`` mode, whose workers keep going on the prior for ``lag_batches``.
+
 Limits: the model must fit on one device (no FSDP; DDP is unwrapped); probing
 happens inside one ``BATCH_END`` event, so a checkpoint never lands inside it, and a run
 killed while probing resumes from its last checkpoint and probes again from the same state.

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from composer.core import Time
 from composer.devices import DeviceCPU
 
 from streammix.composer.lora_probes import (
@@ -18,7 +19,7 @@ from streammix.composer.lora_probes import (
     set_interpolation,
 )
 from streammix.composer.model import LMCollator, tiny_gpt2
-from streammix.composer.opmix import OpMixProbing, ProbeConfig
+from streammix.composer.opmix import OpMixProbing, ProbeConfig, _max_batches
 from streammix.mixing import OpMixPolicy
 
 VOCAB, SEQ = 32, 12
@@ -144,3 +145,16 @@ def test_probe_config_and_callback_errors() -> None:
         OpMixProbing(OpMixPolicy(), policy_options={"kl_reg": 1.0})
     with pytest.raises(ValueError, match="no probe samples"):
         OpMixProbing().set_probe_data(None, [[], [1]], {"a": [1]})
+
+
+def test_run_length_in_batches_from_max_duration() -> None:
+    def state(duration, dataloader_len=None):
+        return SimpleNamespace(max_duration=None if duration is None else Time.from_timestring(
+            duration), dataloader_len=None if dataloader_len is None else Time.from_timestring(
+            dataloader_len))
+
+    assert _max_batches(state("50ba")) == 50
+    assert _max_batches(state("3ep", "20ba")) == 60
+    assert _max_batches(state("3ep")) is None
+    assert _max_batches(state("1000tok")) is None
+    assert _max_batches(state(None)) is None
