@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--probe-steps", type=int, default=15)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--probe-every", type=int, default=None)
     parser.add_argument("--kill-in-probe", action="store_true",
                         help="SIGKILL this process while it evaluates the third proxy")
     args = parser.parse_args()
@@ -74,7 +75,8 @@ def main() -> None:
                         collate_fn=UidCollator(max_seq_len=SEQ_LEN, pad_id=0))
     val_data = {n: read_split_head(str(Path(args.data) / f"{n}-val"), None, 16) for n in DOMAINS}
     opmix = OpMixProbing(
-        "opmix", policy_options={"fit_starts": 4, "num_random": 4, "seed": 5},
+        "opmix", policy_options={"fit_starts": 4, "num_random": 4, "seed": 5,
+                                 "probe_every": args.probe_every, "prior": "current"},
         probe=ProbeConfig(r=4, alpha=8.0, steps=args.probe_steps, lr=1e-2, batch_size=8,
                           train_samples=64, val_samples=16, seed=3),
         val_data=val_data, history_path=run / "history.json")

@@ -88,3 +88,17 @@ def test_two_ranks_publish_identical_weights(data, tmp_path) -> None:
     assert len(updates) == 2 and len(updates[0]) == 2
     assert updates[0] == updates[1]
     assert updates[0][1][1][0] > updates[0][1][1][1]  # pattern over noise on 2 ranks too
+
+
+@pytest.mark.slow
+def test_probe_every_decides_again_from_the_current_weights(data, tmp_path) -> None:
+    run = tmp_path / "every"
+    train(data, run, "--probe-every", "8")
+    records = history(run)
+    assert [(r["step"], r["phase"], r["num_steps"]) for r in records] == [
+        (0, "prior", 6), (6, "opmix", 8), (14, "opmix", 8), (22, "opmix", 8)]
+    for record in records[1:]:
+        assert record["weights"][0] > record["weights"][1], record
+        assert record["info"]["round"] == records.index(record) - 1
+    updates = json.loads(next(run.glob("record.rank0.updates.json")).read_text())
+    assert [start for start, _ in updates] == [0, 6, 14, 22]
