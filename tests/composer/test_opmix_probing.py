@@ -51,11 +51,17 @@ def test_interpolated_adapters_equal_a_hand_merge() -> None:
             if "lora_" in name:
                 param.copy_(0.1 * torch.randn(param.shape, generator=generator))
     batch = {"input_ids": tokens(1)}
+    x = np.array([0.2, 0.5, 0.3])
     with torch.no_grad():
         adapter_logits = []
         for j in range(3):
             peft_model.set_adapter(adapter_name(j))
             adapter_logits.append(composer_model(batch).logits)
+        # peft's own exact combination (concatenated ranks, B_j scaled by x_j) as a second check
+        peft_model.add_weighted_adapter([adapter_name(j) for j in range(3)], x.tolist(), "mix",
+                                        combination_type="cat")
+        peft_model.set_adapter("mix")
+        mix_logits = composer_model(batch).logits
     # The hand merge: GPT-2's Conv1D stores W as (in, out), so dW = ((alpha / r) B A)^T.
     hand = {}
     for module in peft_model.modules():
@@ -67,11 +73,13 @@ def test_interpolated_adapters_equal_a_hand_merge() -> None:
     assert len(layers) == len(hand) > 0
     composer_model.model = peft_model.unload()
     assert not any("lora_" in n for n, _ in composer_model.named_parameters())
-    x = np.array([0.2, 0.5, 0.3])
     set_interpolation(layers, x)
     for layer in layers:
         expected = layer.base + sum(w * d for w, d in zip(x, hand[id(layer.module)]))
         torch.testing.assert_close(layer.module.weight, expected, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(composer_model(batch).logits, mix_logits, rtol=1e-5,
+                                   atol=1e-5)
     for j in range(3):  # a vertex of the design is adapter j alone
         set_interpolation(layers, np.eye(3)[j])
         with torch.no_grad():
