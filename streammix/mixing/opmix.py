@@ -21,7 +21,9 @@ The loop (``m`` training domains, prior ``q`` = the initial weights):
    multi-start L-BFGS), solves ``x* = argmin (1/n) sum_i exp(t_i . x) + kl_reg KL(x || q)``
    and trains on ``x*`` (phase ``opmix``) for ``probe_every`` steps (then probes again) or,
    by default, for the rest of the run (``total_steps - step``, or a very long hold when
-   ``total_steps`` is unknown). ``prior="current"`` regularizes toward the weights in use
+   ``total_steps`` is unknown). Should the proposer not converge (seen only for slopes of
+   ~40, i.e. a broken fit) the prior is kept and ``info["propose_failed"] = 1``.
+   ``prior="current"`` regularizes toward the weights in use
    instead of the initial ones (for repeated decisions in continual training).
 
 Options ``probe_at`` and ``total_steps`` depend on the run's length; the callback fills them
@@ -220,7 +222,10 @@ class OpMixPolicy:
                        delta=params["huber_delta"], max_iter=params["fit_max_iter"],
                        seed=params["seed"] + state["round"])
         prior = state["prior"] if params["prior"] == "initial" else state["weights"]
-        weights = propose(fit.slopes, prior, params["kl_reg"])
+        try:
+            weights, failed = propose(fit.slopes, prior, params["kl_reg"]), 0.0
+        except RuntimeError:  # only met with absurd slopes (|t| ~ 40): keep the prior
+            weights, failed = prior / prior.sum(), 1.0
         step = observation.step
         if params["probe_every"] is not None:
             hold = params["probe_every"]
@@ -229,6 +234,7 @@ class OpMixPolicy:
         else:
             hold = HOLD_STEPS
         info = {"round": state["round"], "proxies_used": int(keep.sum()),
+                "propose_failed": failed,
                 "proxies_dropped": int((~keep).sum()),
                 "kkt_residual": kkt_residual(weights, fit.slopes, prior, params["kl_reg"])
                 if math.isfinite(params["kl_reg"]) else 0.0,

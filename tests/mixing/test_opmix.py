@@ -134,6 +134,33 @@ def test_proposer_meets_kkt_and_beats_a_generic_solver(kl_reg: float) -> None:
             assert best <= objective(z, slopes, prior, kl_reg) + 1e-12
 
 
+def test_proposer_converges_on_many_random_problems() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        m, n = rng.integers(2, 12, size=2)
+        slopes = rng.normal(size=(n, m)) * 10 ** rng.uniform(-2, 0.7)  # |t| up to ~15
+        prior = rng.dirichlet(np.full(m, 10 ** rng.uniform(-1, 1)))
+        kl_reg = 10 ** rng.uniform(-3, 3)
+        x = propose(slopes, prior, kl_reg)
+        assert abs(x.sum() - 1.0) < 1e-12
+        assert objective(x, slopes, prior, kl_reg) <= objective(prior, slopes, prior, kl_reg)
+
+
+def test_policy_keeps_the_prior_if_the_proposer_fails(monkeypatch) -> None:
+    import streammix.mixing.opmix as opmix_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no convergence")
+
+    monkeypatch.setattr(opmix_module, "propose", broken)
+    policy = OpMixPolicy(probe_at=4, **FAST)
+    _, state = policy.start(policy.init(3, [0.2, 0.3, 0.5]))
+    _, state = policy.update(state, Observation(step=4))
+    decision, _ = policy.update(state, LawEnvironment().probe(policy, state, 4))
+    np.testing.assert_allclose(decision.weights, [0.2, 0.3, 0.5])
+    assert decision.info["propose_failed"] == 1.0
+
+
 def test_kkt_residual_detects_a_non_optimal_point() -> None:
     slopes, prior = problems()[5]
     x = propose(slopes, prior, 0.05)
