@@ -7,6 +7,7 @@ Composer callback runs (``init`` -> ``start`` -> ``update`` ...).
 from streammix.mixing.aioli import AioliPolicy
 from streammix.mixing.doremi import DoremiPolicy
 from streammix.mixing.odm import OdmPolicy
+from streammix.mixing.opmix import OpMixPolicy, ProbeObservation
 from streammix.mixing.protocol import Decision, MixingPolicy, Observation
 from streammix.mixing.registry import POLICIES, make_policy, policy_options
 from streammix.mixing.static import ScheduledPolicy, StaticPolicy
@@ -19,6 +20,8 @@ __all__ = [
     "MixingPolicy",
     "Observation",
     "OdmPolicy",
+    "OpMixPolicy",
+    "ProbeObservation",
     "ScheduledPolicy",
     "StaticPolicy",
     "make_policy",

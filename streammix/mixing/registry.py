@@ -1,9 +1,9 @@
 """Policies by name: ``make_policy("aioli", eta=0.2)`` builds a configured policy.
 
-Names: ``static``, ``scheduled``, ``aioli``, ``odm``, ``doremi``. Options are the fields of
-each policy's frozen dataclass; an unknown name is a ``ValueError`` that lists the known
-names, an unknown option a ``TypeError`` that lists the accepted ones, and a bad option value
-the ``ValueError``/``TypeError`` raised by the policy's own checks.
+Names: ``static``, ``scheduled``, ``aioli``, ``odm``, ``doremi``, ``opmix``. Options are the
+fields of each policy's frozen dataclass; an unknown name is a ``ValueError`` that lists the
+known names, an unknown option a ``TypeError`` that lists the accepted ones, and a bad option
+value the ``ValueError``/``TypeError`` raised by the policy's own checks.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from streammix.mixing.aioli import AioliPolicy
 from streammix.mixing.doremi import DoremiPolicy
 from streammix.mixing.odm import OdmPolicy
+from streammix.mixing.opmix import OpMixPolicy
 from streammix.mixing.protocol import MixingPolicy
 from streammix.mixing.static import ScheduledPolicy, StaticPolicy
 
@@ -23,6 +24,7 @@ POLICIES: dict[str, type] = {
     "aioli": AioliPolicy,
     "odm": OdmPolicy,
     "doremi": DoremiPolicy,
+    "opmix": OpMixPolicy,
 }
 
 

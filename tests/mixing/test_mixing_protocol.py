@@ -57,6 +57,8 @@ def test_policies_follow_the_protocol(name: str) -> None:
     options = {"points": [(0, [1, 1])]} if name == "scheduled" else {}
     if name == "doremi":
         options = {"reference_loss": [1.0, 1.0]}
+    if name == "opmix":
+        options = {"probe_at": 10}
     policy = make_policy(name, **options)
     assert isinstance(policy, MixingPolicy)
     assert policy.name == name
