@@ -10,8 +10,13 @@ Measured in one run, on generated MDS domains (local, zstd-compressed shards):
 3. **Weight-update stall** (exact mode, 2 workers): a training loop that "computes" for
    ``--step-ms`` per batch publishes new weights every 20 batches; the stall is the extra
    wait for the batch right after an update, over the median wait of the others.
+4. **Cost per decision as decisions pile up** (``--decisions``, default 10,000): one ODM
+   decision per batch, as OnlineMixing makes them: ``policy.update``, ``dataset.publish``
+   (the channel's append and horizon), the history line, then what a DataLoader worker does
+   with it (read the channel, extend its schedule). Medians of the decisions just before
+   100, 1,000 and 10,000; flat is the goal.
 
-    python3 benchmarks/bench_dataset.py [--quick]
+    python3 benchmarks/bench_dataset.py [--quick] [--only decisions]
 """
 
 from __future__ import annotations
@@ -143,6 +148,51 @@ def bench_stall(dirs: list[Path], *, step_ms: float, batches: int) -> dict:
             / (step_ms / 1000 + steady)}
 
 
+def bench_decisions(dirs: list[Path], *, decisions: int, root: Path) -> dict:
+    import pickle
+
+    from streammix.composer.history import HistoryWriter
+    from streammix.mixing.protocol import Observation
+    from streammix.mixing.registry import make_policy
+
+    gc.collect()
+    dataset = StreamMixDataset(streams=[Stream(local=str(d)) for d in dirs], batch_size=8,
+                               mixing=MixingConfig(seed=1, weight_updates="exact"))
+    worker = pickle.loads(pickle.dumps(dataset))  # a DataLoader worker's copy
+    policy = make_policy("odm", interval=1)
+    state = policy.init(len(DOMAINS), np.asarray(dataset.initial_weights))
+    decision, state = policy.start(state)
+    history = HistoryWriter(root / "history.jsonl", DOMAINS)
+    history.rewrite([])
+    losses, counts = np.array([2.0, 6.0, 3.0]), np.array([3.0, 3.0, 2.0])
+    main_s, worker_s = [], []
+    for step in range(decisions):
+        started = time.perf_counter()
+        if step:
+            decision, state = policy.update(state, Observation(
+                step=step, train_loss=losses, train_count=counts))
+        dataset.publish(step, decision.weights.tolist(), final_until=step + 1)
+        history.append({"step": step, "phase": decision.phase, "num_steps": 1,
+                        "weights": decision.weights.tolist(), "train_loss": losses.tolist(),
+                        "train_count": counts.tolist(), "val_loss": None, "info": {}})
+        middle = time.perf_counter()
+        updates = worker.channel.wait_until_final(step, timeout_s=10).updates
+        worker.schedule_for(updates)
+        main_s.append(middle - started)
+        worker_s.append(time.perf_counter() - middle)
+    marks = [m for m in (100, 1_000, 10_000, 100_000) if m <= decisions]
+    window = 50
+
+    def at(values: list[float], mark: int) -> float:
+        return statistics.median(values[mark - window:mark]) * 1e6
+
+    result = {"marks": marks, "main_us": [at(main_s, m) for m in marks],
+              "worker_us": [at(worker_s, m) for m in marks]}
+    dataset.channel.close()
+    del dataset, worker
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,6 +202,9 @@ def main() -> None:
     parser.add_argument("--resume-position", type=int, default=100_000_000)
     parser.add_argument("--step-ms", type=float, default=50.0)
     parser.add_argument("--data", type=Path, default=None, help="keep shards here")
+    parser.add_argument("--decisions", type=int, default=10_000)
+    parser.add_argument("--only", choices=["decisions"], default=None,
+                        help="run only this part")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -160,6 +213,9 @@ def main() -> None:
     root = args.data or Path(tempfile.mkdtemp(prefix="bench-dataset-"))
     try:
         dirs = make_shards(root, args.samples_per_domain)
+        if args.only == "decisions":
+            _print_decisions(bench_decisions(dirs, decisions=args.decisions, root=root))
+            return
         for workers in (0, 2):
             r = bench_throughput(dirs, workers=workers, limit=args.limit, repeats=args.repeats)
             print(f"throughput workers={workers}: streammix {r['streammix']:,.0f} samples/s, "
@@ -175,9 +231,17 @@ def main() -> None:
               f"{r['steady_wait_ms']:.1f} ms, wait after an update {r['wait_after_update_ms']:.1f}"
               f" ms, stall {r['stall_ms']:.1f} ms = {r['stall_in_batch_times']:.2f} batch times",
               flush=True)
+        _print_decisions(bench_decisions(dirs, decisions=args.decisions, root=root))
     finally:
         if args.data is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_decisions(r: dict) -> None:
+    for mark, main_us, worker_us in zip(r["marks"], r["main_us"], r["worker_us"]):
+        print(f"decision {mark:>6,}: callback side (ODM update, publish, history line) "
+              f"{main_us:7.0f} us, worker side (read channel, extend schedule) "
+              f"{worker_us:7.0f} us (medians of the 50 decisions before)", flush=True)
 
 
 if __name__ == "__main__":
