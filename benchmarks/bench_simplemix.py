@@ -268,7 +268,7 @@ def prepare(work: Path, sft_steps: int) -> dict[str, object]:
     prompt_file.write_text("".join(json.dumps({"prompt": p}) + "\n"
                                    for p in prompts["arith_train"] + prompts["open_train"] * 4))
     started = time.perf_counter()
-    summary = generate_pairs(OnPolicyConfig(
+    generate_pairs(OnPolicyConfig(
         policy=str(work / "sft"), prompts=str(prompt_file), out=str(work / "on.jsonl"),
         reward=f"{Path(__file__).stem}:reward", k=4, temperature=1.0, max_new_tokens=8,
         batch_size=32, seed=0, progress=False, device="cpu"))
@@ -282,9 +282,10 @@ def prepare(work: Path, sft_steps: int) -> dict[str, object]:
         fields=PairFields(chosen_score="chosen_score", rejected_score="rejected_score"),
         progress=False))
     on = [json.loads(line) for line in (work / "on.jsonl").read_text().splitlines()]
+    skipped = (work / "on.jsonl.skipped.jsonl").read_text().splitlines()  # this and earlier runs
     info["pairs"] = {
         "on": {"total": len(on), "arith": sum(bool(ARITH.match(r["prompt"])) for r in on),
-               "prompts_without_pair": summary.skipped},
+               "prompts_without_pair": len(skipped)},
         "off": {"total": len(off), "arith": sum(bool(ARITH.match(r["prompt"])) for r in off)},
     }
     return info
