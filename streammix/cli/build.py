@@ -294,6 +294,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--pairs" in argv:  # preference pairs: a build of its own (streammix.build.pairs)
+        from streammix.cli.build_pairs import main as pairs_main
+
+        return pairs_main([a for a in argv if a != "--pairs"])
     args = build_parser().parse_args(argv)
     from streammix.build.config import BuildError
     from streammix.format.manifest import ManifestError

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-DESCRIPTION = "streammix: plan SampleMix counts, plot an online-mixing run, run the demo."
+DESCRIPTION = ("streammix: plan SampleMix counts, plot an online-mixing run, run the demo, "
+               "make on-policy preference pairs.")
 
 EXAMPLES = """\
 examples:
@@ -19,6 +20,7 @@ examples:
   streammix plan built/ --domains web,code --out plan.npz
   streammix plot-mixing run/history.jsonl --out weights.png
   streammix demo --out demo-out
+  streammix pairs ./policy prompts.jsonl --reward mypkg.rewards:score -k 4 --out pairs/on.jsonl
 """
 
 
@@ -118,7 +120,49 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
     demo.add_argument("--max-docs-per-domain", type=int, default=None,
                       help="cap each domain (default: everything found, split into chunks)")
+    _add_pairs_parser(sub)
     return parser
+
+
+def _add_pairs_parser(sub: Any) -> None:
+    pairs = sub.add_parser(
+        "pairs", help="on-policy preference pairs: sample k responses per prompt from a local "
+        "policy, keep the best and worst by a reward",
+        description="Sample k responses per prompt from a local Hugging Face causal LM, score "
+        "them with a reward (a local sequence-classification model folder or a callable "
+        "module:function(prompt, response) -> float), keep the best as chosen and the worst as "
+        "rejected, and append pair records to OUT (jsonl, ready for streammix-build --pairs). "
+        "Batched, on the GPU when present, resumable (a rerun skips prompts already done). "
+        "Nothing is downloaded.")
+    pairs.add_argument("policy", help="local causal LM folder (save_pretrained output)")
+    pairs.add_argument("prompts", help="jsonl file of prompts")
+    pairs.add_argument("--reward", required=True,
+                       help="reward model folder, or module:function (hf:/callable: to force)")
+    pairs.add_argument("--out", required=True, help="pair records to append to (jsonl)")
+    pairs.add_argument("-k", "--samples", dest="k", type=int, default=4,
+                       help="responses sampled per prompt (default 4)")
+    pairs.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1)")
+    pairs.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1)")
+    pairs.add_argument("--max-new-tokens", type=int, default=128)
+    pairs.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")
+    pairs.add_argument("--prompt-field", default="prompt")
+    pairs.add_argument("--source", default="on-policy", help="source field of the pairs")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    pairs.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _pairs(args: argparse.Namespace) -> None:
+    from streammix.build.onpolicy import OnPolicyConfig, generate_pairs
+
+    summary = generate_pairs(OnPolicyConfig(
+        policy=args.policy, prompts=args.prompts, out=args.out, reward=args.reward, k=args.k,
+        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, prompt_field=args.prompt_field, source=args.source,
+        seed=args.seed, device=args.device, progress=not args.quiet))
+    print(f"{summary.out}: {summary.pairs} new pairs, {summary.skipped} prompts without a "
+          f"preference (tied rewards), {summary.already_done} of {summary.prompts} prompts "
+          "done before")
 
 
 def _plan(args: argparse.Namespace) -> None:
@@ -174,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan" and args.domains:
             hint = " (--domains takes one comma-separated list: --domains web,code)"
         parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
-    handlers = {"plan": _plan, "plot-mixing": _plot, "demo": _demo}
+    handlers = {"plan": _plan, "plot-mixing": _plot, "demo": _demo, "pairs": _pairs}
     try:
         handlers[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
