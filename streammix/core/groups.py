@@ -36,24 +36,38 @@ class DomainGroups:
     """The ``C`` groups of one domain: ``pieces[c] = (starts, stops)`` (int64 sample ids)."""
 
     pieces: tuple[tuple[np.ndarray, np.ndarray], ...]
-    elements: tuple[int, ...]  # elements (pass size) of each group
+    piece_elements: tuple[np.ndarray, ...]  # elements of each piece, per group
     whole_shards: bool
 
     @property
     def num_groups(self) -> int:
         return len(self.pieces)
 
+    @property
+    def elements(self) -> tuple[int, ...]:
+        """Elements (pass size) of each group."""
+        return tuple(int(e.sum()) for e in self.piece_elements)
 
-def _element_prefix(layout: DomainLayout) -> np.ndarray:
-    """Elements of samples ``< i`` for ``i = 0 .. N`` (int64)."""
-    counts = (
-        np.ones(layout.num_samples, np.int64)
-        if layout.repeat_counts is None
-        else layout.repeat_counts
-    )
-    prefix = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=prefix[1:])
-    return prefix
+
+class _Elements:
+    """Elements before sample ``i``: ``i`` itself, or a prefix sum of the repeat counts."""
+
+    def __init__(self, layout: DomainLayout) -> None:
+        self.prefix = None
+        if layout.repeat_counts is not None:
+            self.prefix = np.zeros(layout.num_samples + 1, dtype=np.int64)
+            np.cumsum(layout.repeat_counts, out=self.prefix[1:])
+        self.total = layout.pass_size
+
+    def before(self, samples: np.ndarray) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.int64)
+        return samples.copy() if self.prefix is None else self.prefix[samples]
+
+    def first_reaching(self, targets: np.ndarray) -> np.ndarray:
+        """The first sample index whose prefix reaches each target."""
+        if self.prefix is None:
+            return np.asarray(targets, dtype=np.int64).copy()
+        return np.searchsorted(self.prefix, targets, side="left").astype(np.int64)
 
 
 def _shard_boundaries(shard_prefix: np.ndarray, num_groups: int) -> np.ndarray:
@@ -75,28 +89,28 @@ def split_domain(layout: DomainLayout, num_groups: int) -> DomainGroups:
     sizes = np.asarray(layout.shard_sizes, dtype=np.int64)
     shard_start = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
     np.cumsum(sizes, out=shard_start[1:])
-    prefix = _element_prefix(layout)
-    total = int(prefix[-1])
-    if num_groups == 1:
-        pieces = ((shard_start[:-1].copy(), shard_start[1:].copy()),)
-        return DomainGroups(pieces=pieces, elements=(total,), whole_shards=True)
-    if sizes.shape[0] >= num_groups:
-        shard_prefix = prefix[shard_start]
+    elements = _Elements(layout)
+    shard_prefix = elements.before(shard_start)
+    if num_groups == 1 or sizes.shape[0] >= num_groups:
         bounds = _shard_boundaries(shard_prefix, num_groups)
-        elements = np.diff(shard_prefix[bounds])
-        if (elements > 0).all() and (elements * num_groups <= 2 * total).all():
+        totals = np.diff(shard_prefix[bounds])
+        if num_groups == 1 or (
+            (totals > 0).all() and (totals * num_groups <= 2 * elements.total).all()
+        ):
             pieces = tuple(
                 (shard_start[a:b].copy(), shard_start[a + 1 : b + 1].copy())
                 for a, b in zip(bounds[:-1], bounds[1:])
             )
-            return DomainGroups(pieces=pieces, elements=tuple(int(e) for e in elements),
-                                whole_shards=True)  # fmt: skip
-    targets = np.arange(num_groups + 1, dtype=np.int64) * total // num_groups
-    cuts = np.searchsorted(prefix, targets, side="left")
+            piece_elements = tuple(
+                np.diff(shard_prefix[a : b + 1]) for a, b in zip(bounds[:-1], bounds[1:])
+            )
+            return DomainGroups(pieces=pieces, piece_elements=piece_elements, whole_shards=True)
+    targets = np.arange(num_groups + 1, dtype=np.int64) * elements.total // num_groups
+    cuts = elements.first_reaching(targets)
     cuts[0], cuts[-1] = 0, layout.num_samples
     pieces = tuple(_cut_at_shards(int(a), int(b), shard_start) for a, b in zip(cuts[:-1], cuts[1:]))
-    elements = tuple(int(prefix[b] - prefix[a]) for a, b in zip(cuts[:-1], cuts[1:]))
-    return DomainGroups(pieces=pieces, elements=elements, whole_shards=False)
+    piece_elements = tuple(elements.before(b) - elements.before(a) for a, b in pieces)
+    return DomainGroups(pieces=pieces, piece_elements=piece_elements, whole_shards=False)
 
 
 def _cut_at_shards(start: int, stop: int, shard_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -105,7 +105,8 @@ def _build_tables(config: OrderConfig, domains: Sequence[DomainLayout]
     groups = [split_domain(layout, C) for layout in domains]
     tables = [
         [PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards,
-                    pieces=groups[d].pieces[c], group=(c, C))
+                    pieces=groups[d].pieces[c], piece_elements=groups[d].piece_elements[c],
+                    group=(c, C))
          for d, layout in enumerate(domains)]
         for c in range(C)
     ]  # fmt: skip
@@ -160,7 +161,7 @@ class GlobalOrder:
         # being the same object means everything before it is unchanged.
         extends = len(schedule.segments) >= len(old) and (
             len(old) < 2 or schedule.segments[len(old) - 2] is old[len(old) - 2])
-        new = schedule.segments[len(old) - 1:] if extends else schedule.segments
+        new = schedule.segments[len(old) - 1 :] if extends else schedule.segments
         if self.config.canonical_nodes > 1:
             check_aligned(Schedule._unchecked(new, [s.start for s in new]),
                           self.config.global_batch_size)  # fmt: skip

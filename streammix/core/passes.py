@@ -90,13 +90,15 @@ class PassTables:
     """Per-domain constant arrays plus a cache of one pass's tables and one window.
 
     By default the pass covers the whole domain, one unit per shard. With ``pieces``
-    (``(starts, stops)``, sample-id ranges of the domain) it covers only those ranges, each
+    (``(starts, stops)``, sample-id ranges of the domain; ``piece_elements``, their elements,
+    saves a prefix sum over the domain's repeat counts) it covers only those ranges, each
     range playing the role of a shard: that is a canonical group
     (:mod:`streammix.core.groups`), keyed by ``group = (index, num_groups)``.
     """
 
     def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int,
                  pieces: tuple[np.ndarray, np.ndarray] | None = None,
+                 piece_elements: np.ndarray | None = None,
                  group: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
         if window_shards < 1:
             raise ValueError(f"window_shards must be >= 1, got {window_shards}")
@@ -109,11 +111,14 @@ class PassTables:
         self.piece_stop = np.ascontiguousarray(pieces[1], dtype=np.int64)
         self.num_shards = self.piece_start.shape[0]
         self.window_shards = int(window_shards)
-        if layout.repeat_counts is None:
-            self.counts = np.zeros(0, dtype=np.int64)
+        self.counts = (
+            np.zeros(0, dtype=np.int64) if layout.repeat_counts is None else layout.repeat_counts
+        )
+        if piece_elements is not None:  # computed by the caller (one prefix sum per domain)
+            self.shard_elems = np.ascontiguousarray(piece_elements, dtype=np.int64)
+        elif layout.repeat_counts is None:
             self.shard_elems = self.piece_stop - self.piece_start
         else:
-            self.counts = layout.repeat_counts
             ends = np.concatenate(([0], np.cumsum(self.counts)))
             self.shard_elems = ends[self.piece_stop] - ends[self.piece_start]
         self.pass_size = int(self.shard_elems.sum())
