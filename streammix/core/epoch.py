@@ -15,6 +15,10 @@ starts mid-segment, which costs the greedy's exact skip-ahead (milliseconds for 
 24 domains, a replay of the gap beyond). Every kernel releases the GIL, and every output
 element is written by exactly one thread, so the result does not depend on ``threads``.
 
+With canonical nodes (``OrderConfig(canonical_nodes=C, global_batch_size=G)``, where ``G``
+must equal ``global_batch_size`` here) the rows are those of the canonical order: rank ``r``
+(``node * ranks_per_node + local_rank``) only holds samples of its node's groups.
+
 Ids are stored in the smallest signed integer type that holds every id and ``-1`` (int32
 below 2**31 samples, else int64), so the epoch costs 4 bytes per sample for most corpora.
 """
@@ -52,6 +56,9 @@ def worker_sample_ids(*, config: OrderConfig, domains: Sequence[DomainLayout], s
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     per_device = per_device_batch_size(world_size, global_batch_size)
+    if config.canonical_nodes > 1 and config.global_batch_size != global_batch_size:
+        raise ValueError(f"global_batch_size {global_batch_size} differs from the order's "
+                         f"{config.global_batch_size} (canonical nodes fix it)")  # fmt: skip
     sizes = [layout.num_samples for layout in domains]
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])

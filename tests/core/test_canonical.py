@@ -275,3 +275,13 @@ def test_bad_input():
         Segment(start=8, weights=(0.5, 0.5), cursors=(3, 3), group_cursors=((1, 1), (1, 1)))
     with pytest.raises(ValueError, match="num_groups"):
         split_domain(DOMAINS[0], 0)
+
+
+def test_epoch_rows_do_not_depend_on_threads_with_canonical_nodes():
+    config, schedule = build(4, 16)
+    kwargs = dict(config=config, domains=DOMAINS, schedule=schedule, num_batches=70,
+                  world_size=8, num_workers=3, global_batch_size=16)  # fmt: skip
+    one = worker_sample_ids(**kwargs, threads=1)
+    assert np.array_equal(worker_sample_ids(**kwargs, threads=3), one)
+    with pytest.raises(ValueError, match="differs"):
+        worker_sample_ids(**{**kwargs, "global_batch_size": 32})
