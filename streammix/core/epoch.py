@@ -95,16 +95,22 @@ def _pad_short_workers(out: np.ndarray, num_batches: int, world_size: int, num_w
 def _fill_batches(order: GlobalOrder, out: np.ndarray, offsets: np.ndarray, lo: int, hi: int, *,
                   first_batch: int, world_size: int, num_workers: int,
                   global_batch_size: int) -> None:  # fmt: skip
-    """Relative global batches ``[lo, hi)`` into ``out``, in chunks through reused buffers."""
+    """Relative global batches ``[lo, hi)`` into ``out``, in chunks through reused buffers.
+
+    Each canonical slice is read as its own lane and scattered straight to the workers.
+    """
     chunk = CHUNK_BATCHES * global_batch_size
-    buffers = (np.empty(chunk, np.int32), np.empty(chunk, np.int64))
+    lanes = order.config.canonical_nodes
+    buffers = (np.empty(chunk // lanes, np.int32), np.empty(chunk // lanes, np.int64))
     start = (first_batch + lo) * global_batch_size
     stop = (first_batch + hi) * global_batch_size
     for position in range(start, stop, chunk):
         end = min(position + chunk, stop)
-        views = (buffers[0][: end - position], buffers[1][: end - position])
-        domain, sample = order.samples(position, end, out=views)
-        scatter_to_workers(sample, first_position=position, out=out, world_size=world_size,
-                           num_workers=num_workers, global_batch_size=global_batch_size,
-                           first_batch=first_batch, domains=domain,
-                           domain_offsets=offsets)  # fmt: skip
+        for c in range(lanes):
+            size = (end - position) // lanes
+            views = (buffers[0][:size], buffers[1][:size])
+            lane_start, (domain, sample) = order.slice_samples(c, position, end, out=views)
+            scatter_to_workers(sample, first_position=lane_start, out=out, world_size=world_size,
+                               num_workers=num_workers, global_batch_size=global_batch_size,
+                               first_batch=first_batch, domains=domain, domain_offsets=offsets,
+                               lane=(c, lanes))  # fmt: skip

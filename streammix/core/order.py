@@ -214,6 +214,30 @@ class GlobalOrder:
             scatter_lane(part, lo, c, C, G, start, out)
         return domains, samples
 
+    def slice_samples(self, c: int, start: int, stop: int, *,
+                      out: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[int, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """Slice ``c``'s part of global positions ``[start, stop)``, in batch order.
+
+        Returns ``(lane_start, (domains, samples))``: the values belong to positions
+        ``lane_start, lane_start + 1, ...`` of lane ``c``, i.e. global positions
+        ``(u // S) * G + c * S + u % S`` (``S = G / C``; with ``C = 1`` simply ``u``). A node
+        reads its slices this way without computing the others; ``out`` as in :meth:`samples`
+        (length: the number of slice positions in the range).
+        """
+        C, G = self.config.canonical_nodes, self.config.global_batch_size
+        if not 0 <= c < C:
+            raise ValueError(f"slice {c} outside [0, {C})")
+        if not 0 <= start <= stop:
+            raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+        lo, hi = (start, stop) if C == 1 else lane_span(start, stop, c, C, G)
+        if out is None:
+            out = (np.empty(hi - lo, dtype=np.int32), np.empty(hi - lo, dtype=np.int64))
+        if out[0].shape != (hi - lo,) or out[1].shape != (hi - lo,):
+            raise ValueError(f"out arrays must have length {hi - lo}")
+        self._lanes[c].samples(lo, hi, out)
+        return lo, out
+
     def _lane_buffers(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         if self._buffers is None or self._buffers[0].shape[0] < size:
             self._buffers = (np.empty(size, np.int32), np.empty(size, np.int64))

@@ -285,3 +285,22 @@ def test_epoch_rows_do_not_depend_on_threads_with_canonical_nodes():
     assert np.array_equal(worker_sample_ids(**kwargs, threads=3), one)
     with pytest.raises(ValueError, match="differs"):
         worker_sample_ids(**{**kwargs, "global_batch_size": 32})
+
+
+@pytest.mark.parametrize("C,G", [(1, 8), (4, 8), (2, 6)])
+def test_slice_samples_are_the_slice_positions_of_samples(C, G):
+    config, schedule = build(C, G)
+    order = GlobalOrder(config=config, domains=DOMAINS, schedule=schedule)
+    whole = pairs(order, 0, 70 * G)
+    fresh = GlobalOrder(config=config, domains=DOMAINS, schedule=schedule)
+    for c in range(C):
+        for start, stop in ((0, 70 * G), (3 * G + 1, 9 * G - 2), (50 * G, 50 * G)):
+            lane_start, (d, s) = fresh.slice_samples(c, start, stop)
+            want = [whole[t] for t in range(start, stop) if slice_of(t, C, G) == c]
+            assert list(zip(d.tolist(), s.tolist())) == want
+            S = G // C
+            if want:
+                first = next(t for t in range(start, stop) if slice_of(t, C, G) == c)
+                assert (lane_start // S) * G + c * S + lane_start % S == first
+    with pytest.raises(ValueError, match="slice"):
+        fresh.slice_samples(C, 0, G)
