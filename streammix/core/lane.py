@@ -78,6 +78,32 @@ class Lane:
         self._state = (segment_index, position, counts.copy())
         return counts
 
+    def has_state_for(self, segment_index: int, position: int) -> bool:
+        """Whether a read at ``position`` can continue from the state this lane holds."""
+        return self._state is not None and self._state[0] == segment_index and (
+            self._state[1] <= position
+        )
+
+    def seed_state(self, segment_index: int, position: int,
+                   known: tuple[int, np.ndarray] | None) -> tuple[int, np.ndarray]:  # fmt: skip
+        """Set this lane's state at ``position`` from ``known = (relative index, counts)``, a
+        true interleave state of the same segment (another lane's), when it is not later.
+
+        Lanes of one read sit within ``2 * G / C`` relative indices of each other, so one
+        skip-ahead serves all of them. Returns this lane's ``(relative index, counts)``.
+        """
+        start = self.schedule.segments[segment_index].start
+        rel = self.phase + position - start
+        if known is None or known[0] > rel:
+            return rel, self._counts_at(segment_index, position)
+        _, counts = segment_picks(
+            self.schedule.segments[segment_index].weights, method=self.method, seed=self.seed,
+            segment_index=segment_index, segment_start=start, rel_start=known[0],
+            counts=known[1], n=rel - known[0], record=False,
+        )  # fmt: skip
+        self._state = (segment_index, position, counts.copy())
+        return rel, counts
+
     def _picks(self, segment_index: int, position: int, counts: np.ndarray, n: int,
                record: bool, **options):  # fmt: skip
         segment = self.schedule.segments[segment_index]

@@ -304,3 +304,20 @@ def test_slice_samples_are_the_slice_positions_of_samples(C, G):
                 assert (lane_start // S) * G + c * S + lane_start % S == first
     with pytest.raises(ValueError, match="slice"):
         fresh.slice_samples(C, 0, G)
+
+
+@pytest.mark.parametrize("interleave", ["greedy", "random"])
+def test_jumps_in_any_order_use_the_skip_ahead_and_agree(monkeypatch, interleave):
+    from streammix.core import greedy_skip
+
+    monkeypatch.setattr(greedy_skip, "MIN_SKIP", 8)
+    C, G = 4, 8
+    config, schedule = build(C, G, interleave)
+    whole = pairs(GlobalOrder(config=config, domains=DOMAINS, schedule=schedule), 0, 90 * G)
+    order = GlobalOrder(config=config, domains=DOMAINS, schedule=schedule)
+    for start in (0, 3, 150, 152, 190, 380, 10, 275, 90, 700, 333, 129):
+        assert pairs(order, start, start + 13) == whole[start : start + 13]
+        c = slice_of(start, C, G)
+        _, (d, s) = order.slice_samples(c, start, start + 2 * G)
+        want = [whole[t] for t in range(start, start + 2 * G) if slice_of(t, C, G) == c]
+        assert list(zip(d.tolist(), s.tolist())) == want
