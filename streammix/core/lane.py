@@ -80,18 +80,24 @@ class Lane:
 
     def has_state_for(self, segment_index: int, position: int) -> bool:
         """Whether a read at ``position`` can continue from the state this lane holds."""
-        return self._state is not None and self._state[0] == segment_index and (
-            self._state[1] <= position
+        return (
+            self._state is not None
+            and self._state[0] == segment_index
+            and (self._state[1] <= position)
         )
+
+    def interleave_state(self, segment_index: int) -> tuple[int, np.ndarray] | None:
+        """The ``(relative index, counts)`` this lane holds in a segment, if any."""
+        if self._state is None or self._state[0] != segment_index:
+            return None
+        start = self.schedule.segments[segment_index].start
+        return self.phase + self._state[1] - start, self._state[2]
 
     def seed_state(self, segment_index: int, position: int,
                    known: tuple[int, np.ndarray] | None) -> tuple[int, np.ndarray]:  # fmt: skip
         """Set this lane's state at ``position`` from ``known = (relative index, counts)``, a
         true interleave state of the same segment (another lane's), when it is not later.
-
-        Lanes of one read sit within ``2 * G / C`` relative indices of each other, so one
-        skip-ahead serves all of them. Returns this lane's ``(relative index, counts)``.
-        """
+        Returns this lane's ``(relative index, counts)``."""
         start = self.schedule.segments[segment_index].start
         rel = self.phase + position - start
         if known is None or known[0] > rel:

@@ -207,7 +207,7 @@ class GlobalOrder:
         if C == 1:
             self._lanes[0].samples(start, stop, out)
             return domains, samples
-        self._warm_lanes(start)
+        self._warm_lanes(start, range(C))
         for c, lane in enumerate(self._lanes):
             lo, hi = lane_span(start, stop, c, C, G)
             part = self._lane_buffers(hi - lo)
@@ -233,7 +233,7 @@ class GlobalOrder:
             raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
         lo, hi = (start, stop) if C == 1 else lane_span(start, stop, c, C, G)
         if C > 1:
-            self._warm_lanes(start)
+            self._warm_lanes(start, range(c, c + 1))
         if out is None:
             out = (np.empty(hi - lo, dtype=np.int32), np.empty(hi - lo, dtype=np.int64))
         if out[0].shape != (hi - lo,) or out[1].shape != (hi - lo,):
@@ -241,17 +241,24 @@ class GlobalOrder:
         self._lanes[c].samples(lo, hi, out)
         return lo, out
 
-    def _warm_lanes(self, start: int) -> None:
-        """Lanes without a usable state at ``start`` get it from one exact skip-ahead (or
-        replay) plus replays of at most ``2 * G / C`` indices each, not one skip per lane."""
+    def _warm_lanes(self, start: int, lanes: range) -> None:
+        """Lanes that cannot continue their own state at ``start`` start from the nearest
+        earlier state any lane holds in the segment (lanes of one read sit within ``2G/C``
+        relative indices of each other), so a jump costs one skip-ahead, not one per lane."""
         C, G = self.config.canonical_nodes, self.config.global_batch_size
         index = self.schedule.segment_index_at(start)
-        known: tuple[int, np.ndarray] | None = None
-        for c, lane in enumerate(self._lanes):
+        for c in lanes:
+            lane = self._lanes[c]
             lo = lane_span(start, start, c, C, G)[0]
             if lane.schedule.segment_index_at(lo) != index or lane.has_state_for(index, lo):
                 continue
-            known = lane.seed_state(index, lo, known)
+            rel = lane.phase + lo - lane.schedule.segments[index].start
+            known = None
+            for other in self._lanes:
+                state = other.interleave_state(index)
+                if state is not None and state[0] <= rel and (known is None or state[0] > known[0]):
+                    known = state
+            lane.seed_state(index, lo, known)
 
     def _lane_buffers(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         if self._buffers is None or self._buffers[0].shape[0] < size:
