@@ -321,3 +321,29 @@ def test_jumps_in_any_order_use_the_skip_ahead_and_agree(monkeypatch, interleave
         _, (d, s) = order.slice_samples(c, start, start + 2 * G)
         want = [whole[t] for t in range(start, start + 2 * G) if slice_of(t, C, G) == c]
         assert list(zip(d.tolist(), s.tolist())) == want
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 7), min_size=1, max_size=6), min_size=1, max_size=3),
+       st.sampled_from([(1, 3), (2, 4), (3, 3), (4, 8)]), st.sampled_from(["greedy", "random"]),
+       st.integers(0, 2**32), st.booleans())  # fmt: skip
+def test_fast_equals_reference_on_random_layouts(shards, CG, interleave, seed, counts):
+    C, G = CG
+    rng = np.random.default_rng(seed)
+    domains = []
+    for sizes in shards:
+        repeat = rng.integers(0, 3, sum(sizes)) if counts else None
+        domains.append(DomainLayout(shard_sizes=tuple(sizes), repeat_counts=repeat))
+    if any(min(split_domain(layout, C).elements) == 0 for layout in domains):
+        return  # cannot fill C groups (tested in test_bad_input)
+    weights = rng.random((3, len(domains))) + 0.01
+    schedule = Schedule.initial(weights[0])
+    for batch, w in zip((5, 11), weights[1:]):
+        schedule = schedule.append(batch * G, w, interleave=interleave, seed=seed,
+                                   canonical_nodes=C, global_batch_size=G)  # fmt: skip
+    config = OrderConfig(seed=seed, window_shards=2, interleave=interleave, canonical_nodes=C,
+                         global_batch_size=G)  # fmt: skip
+    order = GlobalOrder(config=config, domains=domains, schedule=schedule)
+    assert pairs(order, 0, 20 * G) == canonical_order_reference(
+        config=config, domains=domains, schedule=schedule, stop=20 * G
+    )
