@@ -71,7 +71,7 @@ class OrderConfig:
 
     @property
     def slice_size(self) -> int:
-        """``G / C`` (the global batch size when ``C = 1`` and none is given: unbounded)."""
+        """``G / C`` (ValueError when no ``global_batch_size`` was given)."""
         if self.canonical_nodes == 1 and self.global_batch_size is None:
             raise ValueError("slice_size needs global_batch_size")
         return canonical_slice_size(self.canonical_nodes, self.global_batch_size)
