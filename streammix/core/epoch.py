@@ -97,10 +97,12 @@ def _fill_batches(order: GlobalOrder, out: np.ndarray, offsets: np.ndarray, lo: 
                   global_batch_size: int) -> None:  # fmt: skip
     """Relative global batches ``[lo, hi)`` into ``out``, in chunks through reused buffers.
 
-    Each canonical slice is read as its own lane and scattered straight to the workers.
+    Each canonical slice is read as its own lane and scattered straight to the workers; a
+    chunk holds ``CHUNK_BATCHES`` global batches per lane, so each lane call stays as long as
+    one call without canonical nodes.
     """
-    chunk = CHUNK_BATCHES * global_batch_size
     lanes = order.config.canonical_nodes
+    chunk = CHUNK_BATCHES * lanes * global_batch_size
     buffers = (np.empty(chunk // lanes, np.int32), np.empty(chunk // lanes, np.int64))
     start = (first_batch + lo) * global_batch_size
     stop = (first_batch + hi) * global_batch_size
