@@ -15,6 +15,10 @@ starts mid-segment, which costs the greedy's exact skip-ahead (milliseconds for 
 24 domains, a replay of the gap beyond). Every kernel releases the GIL, and every output
 element is written by exactly one thread, so the result does not depend on ``threads``.
 
+With canonical nodes (``OrderConfig(canonical_nodes=C, global_batch_size=G)``, where ``G``
+must equal ``global_batch_size`` here) the rows are those of the canonical order: rank ``r``
+(``node * ranks_per_node + local_rank``) only holds samples of its node's groups.
+
 Ids are stored in the smallest signed integer type that holds every id and ``-1`` (int32
 below 2**31 samples, else int64), so the epoch costs 4 bytes per sample for most corpora.
 """
@@ -52,6 +56,9 @@ def worker_sample_ids(*, config: OrderConfig, domains: Sequence[DomainLayout], s
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     per_device = per_device_batch_size(world_size, global_batch_size)
+    if config.canonical_nodes > 1 and config.global_batch_size != global_batch_size:
+        raise ValueError(f"global_batch_size {global_batch_size} differs from the order's "
+                         f"{config.global_batch_size} (canonical nodes fix it)")  # fmt: skip
     sizes = [layout.num_samples for layout in domains]
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
@@ -88,16 +95,24 @@ def _pad_short_workers(out: np.ndarray, num_batches: int, world_size: int, num_w
 def _fill_batches(order: GlobalOrder, out: np.ndarray, offsets: np.ndarray, lo: int, hi: int, *,
                   first_batch: int, world_size: int, num_workers: int,
                   global_batch_size: int) -> None:  # fmt: skip
-    """Relative global batches ``[lo, hi)`` into ``out``, in chunks through reused buffers."""
-    chunk = CHUNK_BATCHES * global_batch_size
-    buffers = (np.empty(chunk, np.int32), np.empty(chunk, np.int64))
+    """Relative global batches ``[lo, hi)`` into ``out``, in chunks through reused buffers.
+
+    Each canonical slice is read as its own lane and scattered straight to the workers; a
+    chunk holds ``CHUNK_BATCHES`` global batches per lane, so each lane call stays as long as
+    one call without canonical nodes.
+    """
+    lanes = order.config.canonical_nodes
+    chunk = CHUNK_BATCHES * lanes * global_batch_size
+    buffers = (np.empty(chunk // lanes, np.int32), np.empty(chunk // lanes, np.int64))
     start = (first_batch + lo) * global_batch_size
     stop = (first_batch + hi) * global_batch_size
     for position in range(start, stop, chunk):
         end = min(position + chunk, stop)
-        views = (buffers[0][: end - position], buffers[1][: end - position])
-        domain, sample = order.samples(position, end, out=views)
-        scatter_to_workers(sample, first_position=position, out=out, world_size=world_size,
-                           num_workers=num_workers, global_batch_size=global_batch_size,
-                           first_batch=first_batch, domains=domain,
-                           domain_offsets=offsets)  # fmt: skip
+        for c in range(lanes):
+            size = (end - position) // lanes
+            views = (buffers[0][:size], buffers[1][:size])
+            lane_start, (domain, sample) = order.slice_samples(c, position, end, out=views)
+            scatter_to_workers(sample, first_position=lane_start, out=out, world_size=world_size,
+                               num_workers=num_workers, global_batch_size=global_batch_size,
+                               first_batch=first_batch, domains=domain, domain_offsets=offsets,
+                               lane=(c, lanes))  # fmt: skip

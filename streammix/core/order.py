@@ -7,17 +7,18 @@ element ``cursors_i[d] + n_d`` of domain ``d``'s stream, which
 :mod:`streammix.core.passes` maps to a sample id. Everything is a pure function of
 ``(seed, layouts, schedule, t)``, hence identical in every process.
 
-Reading ``[start, stop)`` needs the interleave state (per-domain counts since the segment
-start) at ``start``. The object remembers the state where the previous call ended, so
-forward reads cost ``O(stop - start)``; a backward jump restarts from the start of the
-segment containing ``start``. Long jumps use the greedy's exact skip-ahead
-(:mod:`streammix.core.greedy_skip`), which finds the state in milliseconds for up to about
-24 positive-weight domains and otherwise replays the gap (tens of millions of positions per
-second, nothing recorded); the random interleave always replays the gap. Instances are not
-thread-safe (they cache state).
+With ``OrderConfig(canonical_nodes=C, global_batch_size=G)`` and ``C > 1``, every global
+batch is ``C`` slices of ``G / C`` positions and slice ``c`` reads only the ``c``-th
+canonical group of each domain (:mod:`streammix.core.canonical`); with ``C = 1`` (the
+default) the order is exactly the one described above.
 
-The schedule's cursors must have been computed with the same interleave method and seed
-as ``config`` (``Schedule.append(..., interleave=config.interleave, seed=config.seed)``).
+The mechanics (interleave state, forward reads, skip-ahead on jumps) live in
+:class:`~streammix.core.lane.Lane`: the global order is one lane when ``C = 1`` and ``C``
+lanes, one per slice, otherwise. Instances are not thread-safe (they cache state).
+
+The schedule's cursors must have been computed with the same interleave method, seed and
+canonical nodes as ``config`` (``Schedule.append(..., interleave=config.interleave,
+seed=config.seed, canonical_nodes=C, global_batch_size=G)``).
 """
 
 from __future__ import annotations
@@ -25,25 +26,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
+from streammix.core.canonical import lane_schedules, lane_span, scatter_lane
+from streammix.core.groups import split_domain
 from streammix.core.interleave import INTERLEAVE_METHODS
+from streammix.core.lane import Lane
 from streammix.core.passes import DEFAULT_WINDOW_SHARDS, DomainLayout, PassTables
-from streammix.core.schedule import Schedule, Segment, segment_picks
+from streammix.core.schedule import (
+    Schedule,
+    Segment,
+    canonical_slice_size,
+    check_aligned,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrderConfig:
-    """How passes are shuffled and segments interleaved.
+    """How passes are shuffled, segments interleaved and batches split into canonical slices.
 
     ``window_shards`` (default 4): shards whose samples are shuffled together; a reader's
     working set is about this many shards per domain. Larger mixes better, costs cache.
+    ``canonical_nodes`` (default 1): ``C``; with ``C > 1`` ``global_batch_size`` (``G``, a
+    multiple of ``C``) is required, and physical node counts must divide ``C``.
     """
 
     seed: int
     window_shards: int = DEFAULT_WINDOW_SHARDS
     interleave: str = "greedy"
+    canonical_nodes: int = 1
+    global_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int | np.integer) or self.seed < 0:
@@ -54,15 +66,19 @@ class OrderConfig:
             raise ValueError(
                 f"interleave must be one of {INTERLEAVE_METHODS}, got {self.interleave!r}"
             )
+        if self.canonical_nodes != 1 or self.global_batch_size is not None:
+            canonical_slice_size(self.canonical_nodes, self.global_batch_size)
+
+    @property
+    def slice_size(self) -> int:
+        """``G / C`` (ValueError when no ``global_batch_size`` was given)."""
+        if self.canonical_nodes == 1 and self.global_batch_size is None:
+            raise ValueError("slice_size needs global_batch_size")
+        return canonical_slice_size(self.canonical_nodes, self.global_batch_size)
 
 
-@numba.njit(cache=True, nogil=True)
-def _gather_by_domain_nb(domains, index, per_domain, base, out):
-    for i in range(domains.shape[0]):
-        out[i] = per_domain[base[domains[i]] + index[i]]
-
-
-def _check_drawable(segments: Sequence[Segment], domains: Sequence[DomainLayout]) -> None:
+def _check_drawable(segments: Sequence[Segment], domains: Sequence[DomainLayout],
+                    group_elements: Sequence[Sequence[int]]) -> None:  # fmt: skip
     for segment in segments:
         for d, (weight, layout) in enumerate(zip(segment.weights, domains)):
             if weight > 0 and layout.pass_size == 0:
@@ -70,27 +86,66 @@ def _check_drawable(segments: Sequence[Segment], domains: Sequence[DomainLayout]
                     f"domain {d} has weight {weight} from position {segment.start} but no "
                     "samples (pass_size 0)"
                 )
+            if weight > 0 and min(group_elements[d]) == 0:
+                raise ValueError(
+                    f"domain {d} has weight {weight} from position {segment.start} but "
+                    f"{layout.pass_size} elements cannot fill {len(group_elements[d])} canonical "
+                    "groups (some group is empty): use fewer canonical nodes"
+                )
+
+
+def _build_tables(config: OrderConfig, domains: Sequence[DomainLayout]
+                  ) -> tuple[list[list[PassTables]], list[tuple[int, ...]]]:  # fmt: skip
+    """``tables[c][d]``: the passes of group ``c`` of domain ``d``; and each group's elements."""
+    C = config.canonical_nodes
+    if C == 1:
+        tables = [PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards)
+                  for d, layout in enumerate(domains)]  # fmt: skip
+        return [tables], [(t.pass_size,) for t in tables]
+    groups = [split_domain(layout, C) for layout in domains]
+    tables = [
+        [PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards,
+                    pieces=groups[d].pieces[c], piece_elements=groups[d].piece_elements[c],
+                    group=(c, C))
+         for d, layout in enumerate(domains)]
+        for c in range(C)
+    ]  # fmt: skip
+    return tables, [g.elements for g in groups]
 
 
 class GlobalOrder:
     """``samples(start, stop)`` -> (domain, sample within domain) for global positions."""
 
     def __init__(self, *, config: OrderConfig, domains: Sequence[DomainLayout], schedule: Schedule,
-                 _tables: list[PassTables] | None = None) -> None:  # fmt: skip
+                 _tables: tuple | None = None) -> None:  # fmt: skip
         if len(domains) != schedule.num_domains:
             raise ValueError(
                 f"{len(domains)} domain layouts but the schedule has {schedule.num_domains} domains"
             )
-        _check_drawable(schedule.segments, domains)
+        if config.canonical_nodes > 1:
+            check_aligned(schedule, config.global_batch_size)
         self.config = config
         self.domains = tuple(domains)
+        self._tables, self._group_elements = _tables or _build_tables(config, domains)
+        _check_drawable(schedule.segments, domains, self._group_elements)
+        self._set_schedule(schedule, None)
+
+    def _set_schedule(self, schedule: Schedule, previous: GlobalOrder | None) -> None:
         self.schedule = schedule
-        self._tables = _tables or [
-            PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards)
-            for d, layout in enumerate(domains)
-        ]
-        self._state: tuple[int, int, np.ndarray] | None = None  # (segment, position, counts)
-        self._buffers: dict[str, np.ndarray] = {}
+        config = self.config
+        if config.canonical_nodes == 1:
+            schedules = [schedule]
+        else:
+            old = None if previous is None else previous._lane_schedules
+            schedules = lane_schedules(schedule, config.canonical_nodes, extends=old)
+        self._lane_schedules = schedules
+        phase = 0 if config.canonical_nodes == 1 else config.slice_size
+        self._lanes = [
+            Lane(method=config.interleave, seed=config.seed, schedule=lane_schedule,
+                 tables=self._tables[c], phase=c * phase)
+            for c, lane_schedule in enumerate(schedules)
+        ]  # fmt: skip
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
 
     def with_schedule(self, schedule: Schedule) -> GlobalOrder:
         """Same passes (tables shared), new schedule.
@@ -106,47 +161,31 @@ class GlobalOrder:
         # being the same object means everything before it is unchanged.
         extends = len(schedule.segments) >= len(old) and (
             len(old) < 2 or schedule.segments[len(old) - 2] is old[len(old) - 2])
+        new = schedule.segments[len(old) - 1 :] if extends else schedule.segments
+        if self.config.canonical_nodes > 1:
+            check_aligned(Schedule._unchecked(new, [s.start for s in new]),
+                          self.config.global_batch_size)  # fmt: skip
+        _check_drawable(new, self.domains, self._group_elements)
         order = GlobalOrder.__new__(GlobalOrder)
-        _check_drawable(schedule.segments[len(old) - 1:] if extends else schedule.segments,
-                        self.domains)
         order.config = self.config
         order.domains = self.domains
-        order.schedule = schedule
-        order._tables = self._tables
-        order._state = None
-        order._buffers = {}
+        order._tables, order._group_elements = self._tables, self._group_elements
+        order._set_schedule(schedule, self if extends else None)
         return order
 
-    def _counts_at(self, segment_index: int, position: int) -> np.ndarray:
-        """Per-domain picks of segment ``segment_index`` before ``position``."""
-        segment = self.schedule.segments[segment_index]
-        from_position = segment.start
-        counts = np.zeros(self.schedule.num_domains, dtype=np.int64)
-        if self._state is not None:
-            state_segment, state_position, state_counts = self._state
-            if state_segment == segment_index and state_position <= position:
-                from_position, counts = state_position, state_counts.copy()
-        _, counts = self._picks(
-            segment_index, from_position, counts, position - from_position, record=False
-        )
-        self._state = (segment_index, position, counts.copy())
-        return counts
-
-    def _picks(self, segment_index: int, position: int, counts: np.ndarray, n: int,
-               record: bool, **options):  # fmt: skip
-        segment = self.schedule.segments[segment_index]
-        return segment_picks(
-            segment.weights, method=self.config.interleave, seed=self.config.seed,
-            segment_index=segment_index, segment_start=segment.start,
-            rel_start=position - segment.start, counts=counts, n=n, record=record,
-            **options,
-        )  # fmt: skip
-
     def cursors_at(self, position: int) -> np.ndarray:
-        """Per-domain stream elements consumed by positions ``[0, position)``."""
-        index = self.schedule.segment_index_at(position)
-        counts = self._counts_at(index, position)
-        return np.asarray(self.schedule.segments[index].cursors, dtype=np.int64) + counts
+        """Per-domain stream elements consumed by positions ``[0, position)`` (all groups)."""
+        return self.group_cursors_at(position).sum(axis=0)
+
+    def group_cursors_at(self, position: int) -> np.ndarray:
+        """``(C, D)``: elements of group ``c`` of domain ``d`` consumed before ``position``."""
+        if position < 0:
+            raise ValueError(f"position must be >= 0, got {position}")
+        C, G = self.config.canonical_nodes, self.config.global_batch_size
+        return np.stack([
+            lane.cursors_at(position if C == 1 else lane_span(position, position, c, C, G)[0])
+            for c, lane in enumerate(self._lanes)
+        ])  # fmt: skip
 
     def samples(self, start: int, stop: int, *,
                 out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -164,43 +203,67 @@ class GlobalOrder:
             raise ValueError(f"out arrays must have length {stop - start}")
         if domains.dtype != np.int32 or samples.dtype != np.int64:
             raise ValueError("out arrays must be (int32, int64)")
-        position = start
-        while position < stop:
-            index = self.schedule.segment_index_at(position)
-            end = self.schedule.segment_end(index)
-            end = stop if end is None else min(stop, end)
-            counts = self._counts_at(index, position)
-            lo, hi = position - start, end - start
-            _, new_counts, sample_index = self._picks(
-                index, position, counts, end - position, record=True, with_index=True,
-                out=domains[lo:hi], index_out=self._scratch("index", hi - lo),
-            )  # fmt: skip
-            self._samples_of_picks(index, domains[lo:hi], sample_index, counts,
-                                   new_counts - counts, samples[lo:hi])  # fmt: skip
-            self._state = (index, end, new_counts)
-            position = end
+        C, G = self.config.canonical_nodes, self.config.global_batch_size
+        if C == 1:
+            self._lanes[0].samples(start, stop, out)
+            return domains, samples
+        self._warm_lanes(start, range(C))
+        for c, lane in enumerate(self._lanes):
+            lo, hi = lane_span(start, stop, c, C, G)
+            part = self._lane_buffers(hi - lo)
+            lane.samples(lo, hi, part)
+            scatter_lane(part, lo, c, C, G, start, out)
         return domains, samples
 
-    def _scratch(self, name: str, size: int) -> np.ndarray:
-        """A reusable int64 work array of ``size`` (grows, never shrinks)."""
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.shape[0] < size:
-            buffer = np.empty(size, dtype=np.int64)
-            self._buffers[name] = buffer
-        return buffer[:size]
+    def slice_samples(self, c: int, start: int, stop: int, *,
+                      out: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[int, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """Slice ``c``'s part of global positions ``[start, stop)``, in batch order.
 
-    def _samples_of_picks(self, segment_index: int, picks: np.ndarray, sample_index: np.ndarray,
-                          counts: np.ndarray, taken: np.ndarray, samples: np.ndarray) -> None:  # fmt: skip
-        cursors = self.schedule.segments[segment_index].cursors
-        offsets = np.zeros(len(taken) + 1, dtype=np.int64)
-        np.cumsum(taken, out=offsets[1:])
-        per_domain = self._scratch("per_domain", int(offsets[-1]))
-        for d, n in enumerate(taken):
-            if n:
-                first = cursors[d] + int(counts[d])
-                part = per_domain[offsets[d] : offsets[d + 1]]
-                self._tables[d].elements_to_samples(first, int(n), out=part)
-        _gather_by_domain_nb(picks, sample_index, per_domain, offsets[:-1] - counts, samples)
+        Returns ``(lane_start, (domains, samples))``: the values belong to positions
+        ``lane_start, lane_start + 1, ...`` of lane ``c``, i.e. global positions
+        ``(u // S) * G + c * S + u % S`` (``S = G / C``; with ``C = 1`` simply ``u``). A node
+        reads its slices this way without computing the others; ``out`` as in :meth:`samples`
+        (length: the number of slice positions in the range).
+        """
+        C, G = self.config.canonical_nodes, self.config.global_batch_size
+        if not 0 <= c < C:
+            raise ValueError(f"slice {c} outside [0, {C})")
+        if not 0 <= start <= stop:
+            raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+        lo, hi = (start, stop) if C == 1 else lane_span(start, stop, c, C, G)
+        if C > 1:
+            self._warm_lanes(start, range(c, c + 1))
+        if out is None:
+            out = (np.empty(hi - lo, dtype=np.int32), np.empty(hi - lo, dtype=np.int64))
+        if out[0].shape != (hi - lo,) or out[1].shape != (hi - lo,):
+            raise ValueError(f"out arrays must have length {hi - lo}")
+        self._lanes[c].samples(lo, hi, out)
+        return lo, out
+
+    def _warm_lanes(self, start: int, lanes: range) -> None:
+        """Lanes that cannot continue their own state at ``start`` start from the nearest
+        earlier state any lane holds in the segment (lanes of one read sit within ``2G/C``
+        relative indices of each other), so a jump costs one skip-ahead, not one per lane."""
+        C, G = self.config.canonical_nodes, self.config.global_batch_size
+        index = self.schedule.segment_index_at(start)
+        for c in lanes:
+            lane = self._lanes[c]
+            lo = lane_span(start, start, c, C, G)[0]
+            if lane.schedule.segment_index_at(lo) != index or lane.has_state_for(index, lo):
+                continue
+            rel = lane.phase + lo - lane.schedule.segments[index].start
+            known = None
+            for other in self._lanes:
+                state = other.interleave_state(index)
+                if state is not None and state[0] <= rel and (known is None or state[0] > known[0]):
+                    known = state
+            lane.seed_state(index, lo, known)
+
+    def _lane_buffers(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._buffers is None or self._buffers[0].shape[0] < size:
+            self._buffers = (np.empty(size, np.int32), np.empty(size, np.int64))
+        return self._buffers[0][:size], self._buffers[1][:size]
 
 
 def order_reference(*, config: OrderConfig, domains: Sequence[DomainLayout], schedule: Schedule,
@@ -238,3 +301,55 @@ def order_reference(*, config: OrderConfig, domains: Sequence[DomainLayout], sch
             result.append((d, element(d, consumed[d])))
             consumed[d] += 1
     return result
+
+
+def canonical_order_reference(*, config: OrderConfig, domains: Sequence[DomainLayout],
+                              schedule: Schedule, stop: int) -> list[tuple[int, int]]:  # fmt: skip
+    """Positions ``[0, stop)`` with canonical nodes, the obvious way: for every segment and
+    slice, write out the interleave from index 0, take indices ``[c*S, c*S + n)``, and read
+    group ``c``'s passes element by element (works for ``C = 1`` too)."""
+    from streammix.core.groups import split_domain
+    from streammix.core.interleave import greedy_reference, random_reference
+    from streammix.core.passes import pass_reference
+
+    C, G = config.canonical_nodes, config.global_batch_size or 1
+    S = G // C
+    groups = [split_domain(layout, C) for layout in domains]
+    streams = {(c, d): [] for c in range(C) for d in range(len(domains))}
+
+    def element(c: int, d: int, e: int) -> int:
+        stream = streams[c, d]
+        size = groups[d].elements[c]
+        while len(stream) <= e:
+            pieces = list(zip(groups[d].pieces[c][0].tolist(), groups[d].pieces[c][1].tolist()))
+            stream.extend(pass_reference(domains[d], seed=config.seed, domain=d,
+                                         pass_index=len(stream) // size,
+                                         window_shards=config.window_shards, pieces=pieces,
+                                         group=(c, C)))  # fmt: skip
+        return stream[e]
+
+    consumed = [[0] * len(domains) for _ in range(C)]
+    result: dict[int, tuple[int, int]] = {}
+    for i, segment in enumerate(schedule.segments):
+        end = schedule.segment_end(i)
+        length = (stop if end is None else min(end, stop)) - segment.start
+        if length <= 0:
+            break
+        assert [list(r) for r in segment.group_cursors_for(C)] == consumed, "cursors disagree"
+        positive = [d for d, w in enumerate(segment.weights) if w > 0]
+        weights = [segment.weights[d] for d in positive]
+        lane_length = -(-length // G) * S
+        for c in range(C):
+            if config.interleave == "greedy":
+                picks = greedy_reference(weights, c * S + lane_length)[0][c * S :]
+            else:
+                picks = random_reference(weights, seed=config.seed, segment_index=i,
+                                         first_position=segment.start // C + c * S,
+                                         n=lane_length)  # fmt: skip
+            for n, p in enumerate(picks):
+                t = segment.start + (n // S) * G + c * S + n % S
+                if t < segment.start + length:
+                    d = positive[p]
+                    result[t] = (d, element(c, d, consumed[c][d]))
+                    consumed[c][d] += 1
+    return [result[t] for t in range(stop)]

@@ -74,42 +74,58 @@ def worker_positions(*, first_batch: int, end_batch: int, rank: int, worker: int
 
 @numba.njit(cache=True, nogil=True)
 def _scatter_nb(values, domains, domain_offsets, first_position, global_batch_size, per_device,
-                num_workers, first_batch, out):  # fmt: skip
+                num_workers, first_batch, lane_offset, lane_size, out):  # fmt: skip
+    """Values ``i`` belong to lane position ``first_position + i``: global position
+    ``(u // lane_size) * G + lane_offset + u % lane_size`` (the identity for one lane of size G)."""
     add_offsets = domains.shape[0] > 0
     i = 0
-    while i < values.shape[0]:  # one per-device batch (or its remainder) per iteration
-        position = first_position + i
-        batch = position // global_batch_size - first_batch
-        within = position % global_batch_size
-        column = within % per_device
-        run = min(per_device - column, values.shape[0] - i)
-        row = (within // per_device) * num_workers + batch % num_workers
-        slot = (batch // num_workers) * per_device + column
-        for j in range(run):
-            value = values[i + j]
-            if add_offsets:
-                value += domain_offsets[domains[i + j]]
-            out[row, slot + j] = value
-        i += run
+    while i < values.shape[0]:  # one lane run (a slice of one batch) per iteration
+        u = first_position + i
+        in_lane = u % lane_size
+        lane_run = min(lane_size - in_lane, values.shape[0] - i)
+        start = (u // lane_size) * global_batch_size + lane_offset + in_lane
+        j = 0
+        while j < lane_run:  # one per-device batch (or its remainder) per iteration
+            position = start + j
+            batch = position // global_batch_size - first_batch
+            within = position % global_batch_size
+            column = within % per_device
+            run = min(per_device - column, lane_run - j)
+            row = (within // per_device) * num_workers + batch % num_workers
+            slot = (batch // num_workers) * per_device + column
+            for k in range(run):
+                value = values[i + j + k]
+                if add_offsets:
+                    value += domain_offsets[domains[i + j + k]]
+                out[row, slot + k] = value
+            j += run
+        i += lane_run
 
 
 def scatter_to_workers(values: np.ndarray, *, first_position: int, out: np.ndarray, world_size: int,
                        num_workers: int, global_batch_size: int, first_batch: int = 0,
                        domains: np.ndarray | None = None,
-                       domain_offsets: np.ndarray | None = None) -> None:  # fmt: skip
+                       domain_offsets: np.ndarray | None = None,
+                       lane: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
     """Write ``values`` (for positions from ``first_position``) into per-worker lists.
 
     ``out`` has shape ``(world_size * num_workers, slots)``; row ``rank * K + worker`` receives
     that worker's values in the order it yields them (as :func:`worker_positions`). With
     ``domains`` and ``domain_offsets``, ``domain_offsets[domains[i]]`` is added to value ``i``
-    (e.g. to turn per-domain sample indices into global sample ids).
+    (e.g. to turn per-domain sample indices into global sample ids). With ``lane = (c, C)``
+    the values are lane positions of canonical slice ``c`` of ``C`` from ``first_position``
+    on (:mod:`streammix.core.canonical`), written straight to their workers.
     """
     per_device = per_device_batch_size(world_size, global_batch_size)
     if out.ndim != 2 or out.shape[0] != world_size * num_workers:
         raise ValueError(
             f"out must have shape ({world_size * num_workers}, slots), got {out.shape}"
         )
-    if first_position < first_batch * global_batch_size:
+    c, num_lanes = lane
+    if num_lanes < 1 or global_batch_size % num_lanes or not 0 <= c < num_lanes:
+        raise ValueError(f"lane {lane} is not a slice of the global batch {global_batch_size}")
+    lane_size = global_batch_size // num_lanes
+    if first_position < first_batch * lane_size:
         raise ValueError("first_position lies before first_batch")
     if (domains is None) != (domain_offsets is None):
         raise ValueError("give both domains and domain_offsets, or neither")
@@ -119,4 +135,4 @@ def scatter_to_workers(values: np.ndarray, *, first_position: int, out: np.ndarr
         raise ValueError("domains must have one entry per value")
     _scatter_nb(values, domains, np.asarray(domain_offsets, dtype=out.dtype), np.int64(first_position),
                 np.int64(global_batch_size), np.int64(per_device), np.int64(num_workers),
-                np.int64(first_batch), out)  # fmt: skip
+                np.int64(first_batch), np.int64(c * lane_size), np.int64(lane_size), out)  # fmt: skip

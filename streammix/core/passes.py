@@ -32,6 +32,8 @@ import numba
 import numpy as np
 
 from streammix.core.rng import (
+    PURPOSE_GROUP_SHARD_ORDER,
+    PURPOSE_GROUP_WINDOW,
     PURPOSE_SHARD_ORDER,
     PURPOSE_WINDOW,
     derive_key,
@@ -85,26 +87,49 @@ class DomainLayout:
 
 
 class PassTables:
-    """Per-domain constant arrays plus a cache of one pass's tables and one window."""
+    """Per-domain constant arrays plus a cache of one pass's tables and one window.
 
-    def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int) -> None:
+    By default the pass covers the whole domain, one unit per shard. With ``pieces``
+    (``(starts, stops)``, sample-id ranges of the domain; ``piece_elements``, their elements,
+    saves a prefix sum over the domain's repeat counts) it covers only those ranges, each
+    range playing the role of a shard: that is a canonical group
+    (:mod:`streammix.core.groups`), keyed by ``group = (index, num_groups)``.
+    """
+
+    def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int,
+                 pieces: tuple[np.ndarray, np.ndarray] | None = None,
+                 piece_elements: np.ndarray | None = None,
+                 group: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
         if window_shards < 1:
             raise ValueError(f"window_shards must be >= 1, got {window_shards}")
         sizes = np.asarray(layout.shard_sizes, dtype=np.int64)
-        self.num_shards = sizes.shape[0]
-        self.window_shards = int(window_shards)
-        self.shard_sample_start = np.zeros(self.num_shards + 1, dtype=np.int64)
+        self.shard_sample_start = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.shard_sample_start[1:])
-        if layout.repeat_counts is None:
-            self.counts = np.zeros(0, dtype=np.int64)
-            self.shard_elems = sizes
+        if pieces is None:
+            pieces = (self.shard_sample_start[:-1], self.shard_sample_start[1:])
+        self.piece_start = np.ascontiguousarray(pieces[0], dtype=np.int64)
+        self.piece_stop = np.ascontiguousarray(pieces[1], dtype=np.int64)
+        self.num_shards = self.piece_start.shape[0]
+        self.window_shards = int(window_shards)
+        self.counts = (
+            np.zeros(0, dtype=np.int64) if layout.repeat_counts is None else layout.repeat_counts
+        )
+        if piece_elements is not None:  # computed by the caller (one prefix sum per domain)
+            self.shard_elems = np.ascontiguousarray(piece_elements, dtype=np.int64)
+        elif layout.repeat_counts is None:
+            self.shard_elems = self.piece_stop - self.piece_start
         else:
-            self.counts = layout.repeat_counts
-            ends = np.concatenate(([0], np.cumsum(self.counts)))[self.shard_sample_start]
-            self.shard_elems = np.diff(ends)
+            ends = np.concatenate(([0], np.cumsum(self.counts)))
+            self.shard_elems = ends[self.piece_stop] - ends[self.piece_start]
         self.pass_size = int(self.shard_elems.sum())
-        self.order_key = np.uint64(derive_key(seed, PURPOSE_SHARD_ORDER, domain))
-        self.window_key = np.uint64(derive_key(seed, PURPOSE_WINDOW, domain))
+        index, num_groups = group
+        if num_groups == 1:
+            self.order_key = np.uint64(derive_key(seed, PURPOSE_SHARD_ORDER, domain))
+            self.window_key = np.uint64(derive_key(seed, PURPOSE_WINDOW, domain))
+        else:
+            parts = (domain, num_groups, index)
+            self.order_key = np.uint64(derive_key(seed, PURPOSE_GROUP_SHARD_ORDER, *parts))
+            self.window_key = np.uint64(derive_key(seed, PURPOSE_GROUP_WINDOW, *parts))
         num_windows = -(-self.num_shards // self.window_shards)
         self.cache_order = np.zeros(self.num_shards, dtype=np.int64)
         self.cache_prefix = np.zeros(num_windows + 1, dtype=np.int64)
@@ -131,7 +156,7 @@ class PassTables:
         if count:
             stream_samples_nb(
                 np.int64(first_element), np.int64(self.pass_size), self.shard_elems,
-                self.shard_sample_start, self.counts, np.int64(self.window_shards),
+                self.piece_start, self.piece_stop, self.counts, np.int64(self.window_shards),
                 self.order_key, self.window_key, self.cache_ids, self.cache_order,
                 self.cache_prefix, self.cache_window, out,
             )  # fmt: skip
@@ -154,11 +179,12 @@ def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
 
 
 @numba.njit(cache=True, nogil=True)
-def _build_window_nb(k, w, window_shards, order, shard_sample_start, counts, window_key, buf):
+def _build_window_nb(k, w, window_shards, order, piece_start, piece_stop, counts, window_key,
+                     buf):  # fmt: skip
     n = 0
     for j in range(w * window_shards, min((w + 1) * window_shards, order.shape[0])):
         shard = order[j]
-        for sample in range(shard_sample_start[shard], shard_sample_start[shard + 1]):
+        for sample in range(piece_start[shard], piece_stop[shard]):
             repeats = 1 if counts.shape[0] == 0 else counts[sample]
             for _ in range(repeats):
                 buf[n] = sample
@@ -183,8 +209,9 @@ def _window_of_nb(prefix, offset):
 
 
 @numba.njit(cache=True, nogil=True)
-def stream_samples_nb(first, pass_size, shard_elems, shard_sample_start, counts, window_shards,
-                      order_key, window_key, cache_ids, order, prefix, window, out):  # fmt: skip
+def stream_samples_nb(first, pass_size, shard_elems, piece_start, piece_stop, counts,
+                      window_shards, order_key, window_key, cache_ids, order, prefix, window,
+                      out):  # fmt: skip
     i = 0
     while i < out.shape[0]:
         element = first + i
@@ -196,7 +223,7 @@ def stream_samples_nb(first, pass_size, shard_elems, shard_sample_start, counts,
         w = _window_of_nb(prefix, offset)
         if w != cache_ids[1]:
             _build_window_nb(
-                k, w, window_shards, order, shard_sample_start, counts, window_key, window
+                k, w, window_shards, order, piece_start, piece_stop, counts, window_key, window
             )
             cache_ids[1] = w
         local = offset - prefix[w]
@@ -209,21 +236,29 @@ def stream_samples_nb(first, pass_size, shard_elems, shard_sample_start, counts,
 
 
 def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: int,
-                   window_shards: int = DEFAULT_WINDOW_SHARDS) -> list[int]:  # fmt: skip
-    """Pass ``pass_index`` of a domain as a list of sample ids, built the obvious way."""
+                   window_shards: int = DEFAULT_WINDOW_SHARDS,
+                   pieces: list[tuple[int, int]] | None = None,
+                   group: tuple[int, int] = (0, 1)) -> list[int]:  # fmt: skip
+    """Pass ``pass_index`` of a domain (or of the canonical group made of ``pieces``, sample
+    ranges that play the role of shards) as a list of sample ids, built the obvious way."""
     sizes = list(layout.shard_sizes)
     counts = [1] * sum(sizes) if layout.repeat_counts is None else list(layout.repeat_counts)
-    first_sample = [sum(sizes[:s]) for s in range(len(sizes))]
-    shard_elements = [
-        [i for i in range(first_sample[s], first_sample[s] + sizes[s]) for _ in range(counts[i])]
-        for s in range(len(sizes))
-    ]
-    order_key = derive_key(seed, PURPOSE_SHARD_ORDER, domain, pass_index)
-    order = [permute_index_reference(j, len(sizes), order_key) for j in range(len(sizes))]
+    if pieces is None:
+        first_sample = [sum(sizes[:s]) for s in range(len(sizes))]
+        pieces = [(first_sample[s], first_sample[s] + sizes[s]) for s in range(len(sizes))]
+    shard_elements = [[i for i in range(a, b) for _ in range(counts[i])] for a, b in pieces]
+    index, num_groups = group
+    if num_groups == 1:
+        order_parts, window_parts = (PURPOSE_SHARD_ORDER, domain), (PURPOSE_WINDOW, domain)
+    else:
+        order_parts = (PURPOSE_GROUP_SHARD_ORDER, domain, num_groups, index)
+        window_parts = (PURPOSE_GROUP_WINDOW, domain, num_groups, index)
+    order_key = derive_key(seed, *order_parts, pass_index)
+    order = [permute_index_reference(j, len(pieces), order_key) for j in range(len(pieces))]
     result: list[int] = []
-    for w, start in enumerate(range(0, len(sizes), window_shards)):
+    for w, start in enumerate(range(0, len(pieces), window_shards)):
         window = [e for s in order[start : start + window_shards] for e in shard_elements[s]]
-        key = derive_key(seed, PURPOSE_WINDOW, domain, pass_index, w)
+        key = derive_key(seed, *window_parts, pass_index, w)
         for i in range(len(window) - 1, 0, -1):
             j = ((mix64(key ^ i) >> 32) * (i + 1)) >> 32
             window[i], window[j] = window[j], window[i]

@@ -10,6 +10,13 @@ segment that contains it, never the whole run.
 the new start (with the interleave the run uses) to compute the new cursors. Appending at
 the last segment's start replaces that segment's weights. Segment starts should fall on
 global-batch boundaries; that is the caller's job, :func:`check_aligned` checks it.
+
+**Canonical nodes.** With ``C > 1`` canonical nodes (:mod:`streammix.core.canonical`) a
+segment also stores ``group_cursors[c][d]``: the elements of group ``c`` of domain ``d``
+consumed before its start (``cursors`` stays the per-domain total). Slice ``c`` reads
+relative indices ``[c * S, c * S + n)`` of the segment's interleave (``S = G / C``), so
+``Schedule.append(..., canonical_nodes=C, global_batch_size=G)`` adds, for each slice, the
+counts between those two indices (:func:`slice_counts`: two exact skip-aheads per slice).
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ class Segment:
     start: int
     weights: tuple[float, ...]
     cursors: tuple[int, ...]
+    group_cursors: tuple[tuple[int, ...], ...] = ()  # [group][domain]; () when C = 1
 
     def __post_init__(self) -> None:
         if self.start < 0:
@@ -66,6 +74,27 @@ class Segment:
             raise ValueError("a segment needs one cursor per weight")
         if any(c < 0 for c in self.cursors):
             raise ValueError(f"cursors must be >= 0, got {self.cursors}")
+        for row in self.group_cursors:
+            if len(row) != len(self.weights) or any(c < 0 for c in row):
+                raise ValueError(f"group_cursors rows need one cursor >= 0 per weight, got {row}")
+        if self.group_cursors and [sum(col) for col in zip(*self.group_cursors)] != list(
+            self.cursors
+        ):
+            raise ValueError("group_cursors must sum to cursors over the groups")
+
+    def group_cursors_for(self, num_groups: int) -> tuple[tuple[int, ...], ...]:
+        """``group_cursors`` for ``num_groups`` groups (ValueError if recorded for others)."""
+        if num_groups == 1:
+            return (self.cursors,)
+        if len(self.group_cursors) == num_groups:
+            return self.group_cursors
+        if not self.group_cursors and not any(self.cursors):
+            return ((0,) * len(self.cursors),) * num_groups
+        raise ValueError(
+            f"segment at {self.start} has cursors for {len(self.group_cursors) or 1} canonical "
+            f"groups, not {num_groups}: build the schedule with Schedule.append(..., "
+            f"canonical_nodes={num_groups}, global_batch_size=G)"
+        )
 
 
 @dataclass(frozen=True)
@@ -104,18 +133,27 @@ class Schedule:
         """First position after segment ``index`` (None for the last, open-ended one)."""
         return self._starts[index + 1] if index + 1 < len(self._starts) else None
 
-    def append(self, start: int, weights, *, interleave: str = "greedy",
-               seed: int | None = None) -> Schedule:  # fmt: skip
-        """A new schedule whose last segment starts at ``start`` with ``weights``."""
+    def append(self, start: int, weights, *, interleave: str = "greedy", seed: int | None = None,
+               canonical_nodes: int = 1, global_batch_size: int | None = None) -> Schedule:  # fmt: skip
+        """A new schedule whose last segment starts at ``start`` with ``weights``.
+
+        With ``canonical_nodes > 1``, ``global_batch_size`` is required (a multiple of it),
+        segment starts must be multiples of it, and per-group cursors are recorded.
+        """
         normalized = normalize_weights(weights, self.num_domains)
         last = self.segments[-1]
         if start < last.start:
             raise ValueError(f"new segment start {start} is before the last start {last.start}")
         if start == last.start:
-            replaced = Segment(start=start, weights=normalized, cursors=last.cursors)
+            replaced = Segment(start=start, weights=normalized, cursors=last.cursors,
+                               group_cursors=last.group_cursors)  # fmt: skip
             return self._unchecked(self.segments[:-1] + (replaced,), self._starts)
         if interleave not in INTERLEAVE_METHODS:
             raise ValueError(f"interleave must be one of {INTERLEAVE_METHODS}, got {interleave!r}")
+        if canonical_nodes != 1:
+            segment = self._canonical_segment(start, normalized, interleave, seed,
+                                              canonical_nodes, global_batch_size)  # fmt: skip
+            return self._extended(segment)
         _, counts = segment_picks(
             last.weights, method=interleave, seed=seed, segment_index=len(self.segments) - 1,
             segment_start=last.start, rel_start=0, counts=np.zeros(self.num_domains, np.int64),
@@ -123,6 +161,27 @@ class Schedule:
         )  # fmt: skip
         cursors = tuple(int(c) + int(n) for c, n in zip(last.cursors, counts))
         return self._extended(Segment(start=start, weights=normalized, cursors=cursors))
+
+    def _canonical_segment(self, start: int, weights: tuple[float, ...], interleave: str,
+                           seed: int | None, num_groups: int,
+                           global_batch_size: int | None) -> Segment:  # fmt: skip
+        slice_size = canonical_slice_size(num_groups, global_batch_size)
+        last = self.segments[-1]
+        for position in (last.start, start):
+            if position % global_batch_size:
+                raise ValueError(f"segment start {position} is not a multiple of the global "
+                                 f"batch size {global_batch_size} (needed with canonical nodes)")  # fmt: skip
+        rows = last.group_cursors_for(num_groups)
+        taken = slice_counts(
+            last.weights, method=interleave, seed=seed, segment_index=len(self.segments) - 1,
+            lane_start=last.start // num_groups, phases=[c * slice_size for c in range(num_groups)],
+            n=(start - last.start) // num_groups,
+        )  # fmt: skip
+        group_cursors = tuple(
+            tuple(int(a) + int(b) for a, b in zip(row, counts)) for row, counts in zip(rows, taken)
+        )
+        cursors = tuple(sum(col) for col in zip(*group_cursors))
+        return Segment(start=start, weights=weights, cursors=cursors, group_cursors=group_cursors)
 
     def _extended(self, segment: Segment) -> Schedule:
         """This schedule plus ``segment`` (start after the last; checked here), without
@@ -137,12 +196,14 @@ class Schedule:
         return schedule
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            "segments": [
-                {"start": s.start, "weights": list(s.weights), "cursors": list(s.cursors)}
-                for s in self.segments
-            ]
-        }
+        segments = []
+        for s in self.segments:
+            entry: dict[str, Any] = {"start": s.start, "weights": list(s.weights),
+                                     "cursors": list(s.cursors)}  # fmt: skip
+            if s.group_cursors:
+                entry["group_cursors"] = [list(row) for row in s.group_cursors]
+            segments.append(entry)
+        return {"segments": segments}
 
     @classmethod
     def from_state(cls, obj: dict[str, Any]) -> Schedule:
@@ -152,6 +213,9 @@ class Schedule:
                     start=int(s["start"]),
                     weights=tuple(float(x) for x in s["weights"]),
                     cursors=tuple(int(c) for c in s["cursors"]),
+                    group_cursors=tuple(
+                        tuple(int(c) for c in row) for row in s.get("group_cursors", ())
+                    ),
                 )
                 for s in obj["segments"]
             )
@@ -216,6 +280,49 @@ def segment_picks(weights, *, method: str, seed: int | None, segment_index: int,
         index = np.empty(n, dtype=np.int64) if index_out is None else index_out
         _sample_index_nb(domains, w.shape[0], start_counts, index)
     return domains, full_counts, index
+
+
+def canonical_slice_size(canonical_nodes: int, global_batch_size: int | None) -> int:
+    """``G / C`` after checking both (ValueError unless ``C >= 1`` divides ``G``)."""
+    if not isinstance(canonical_nodes, int | np.integer) or canonical_nodes < 1:
+        raise ValueError(f"canonical_nodes must be a positive integer, got {canonical_nodes!r}")
+    if global_batch_size is None:
+        raise ValueError("canonical nodes need the global batch size (global_batch_size=G)")
+    if global_batch_size < 1 or global_batch_size % canonical_nodes:
+        raise ValueError(f"canonical_nodes {canonical_nodes} must divide the global batch size "
+                         f"{global_batch_size}")  # fmt: skip
+    return global_batch_size // canonical_nodes
+
+
+def interleave_counts_at(weights, points, *, method: str, seed: int | None, segment_index: int,
+                         lane_start: int) -> list[np.ndarray]:  # fmt: skip
+    """Per-domain picks of a segment's interleave before each relative index in ``points``.
+
+    ``points`` must be non-decreasing; each is reached from the previous one (a short replay
+    or the greedy's exact skip-ahead), so the cost does not grow with the indices.
+    ``lane_start`` is the segment's first position in the lane (keys the random method).
+    """
+    counts = np.zeros(len(weights), dtype=np.int64)
+    previous, result = 0, []
+    for point in points:
+        if point < previous:
+            raise ValueError("points must be non-decreasing")
+        _, counts = segment_picks(weights, method=method, seed=seed, segment_index=segment_index,
+                                  segment_start=lane_start, rel_start=previous, counts=counts,
+                                  n=point - previous, record=False)  # fmt: skip
+        previous = point
+        result.append(counts)
+    return result
+
+
+def slice_counts(weights, *, method: str, seed: int | None, segment_index: int, lane_start: int,
+                 phases, n: int) -> list[np.ndarray]:  # fmt: skip
+    """For each phase ``p``: per-domain picks of relative indices ``[p, p + n)`` of a segment."""
+    points = sorted({int(p) for p in phases} | {int(p) + n for p in phases})
+    at = dict(zip(points, interleave_counts_at(weights, points, method=method, seed=seed,
+                                               segment_index=segment_index,
+                                               lane_start=lane_start)))  # fmt: skip
+    return [at[int(p) + n] - at[int(p)] for p in phases]
 
 
 def check_aligned(schedule: Schedule, global_batch_size: int) -> None:
