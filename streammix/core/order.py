@@ -181,6 +181,33 @@ class GlobalOrder:
             position = end
         return domains, samples
 
+    def elements(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(domain int32, element of that domain's stream int64) for positions [start, stop).
+
+        The element index counts the domain's picks since position 0 (a segment's cursor plus
+        the picks inside it); packing uses it as the domain's block number.
+        """
+        if not 0 <= start <= stop:
+            raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+        domains = np.empty(stop - start, dtype=np.int32)
+        elements = np.empty(stop - start, dtype=np.int64)
+        position = start
+        while position < stop:
+            index = self.schedule.segment_index_at(position)
+            end = self.schedule.segment_end(index)
+            end = stop if end is None else min(stop, end)
+            counts = self._counts_at(index, position)
+            lo, hi = position - start, end - start
+            _, new_counts, within = self._picks(
+                index, position, counts, end - position, record=True, with_index=True,
+                out=domains[lo:hi], index_out=elements[lo:hi],
+            )  # fmt: skip
+            cursors = np.asarray(self.schedule.segments[index].cursors, dtype=np.int64)
+            elements[lo:hi] = cursors[domains[lo:hi]] + within
+            self._state = (index, end, new_counts)
+            position = end
+        return domains, elements
+
     def _scratch(self, name: str, size: int) -> np.ndarray:
         """A reusable int64 work array of ``size`` (grows, never shrinks)."""
         buffer = self._buffers.get(name)
