@@ -7,8 +7,10 @@ The loop, identical on every rank:
   options, domain count, validation data for policies that evaluate, the weight-update mode.
 * ``FIT_START``: a fresh run asks the policy for its first decision and publishes it; a
   resumed run continues the decision it was in (the dataset restored the schedule).
-* ``AFTER_LOSS``: per-sample losses of the (micro)batch, summed per domain using the
-  ``domain`` ids the batch carries.
+* ``AFTER_LOSS``: per-token losses of the (micro)batch from the logits the step already
+  computed (``streammix.composer.token_loss``: any causal LM, no model-specific method),
+  summed per domain using the ``domain`` (or, for mixed packing, ``token_domain``) ids the
+  batch carries. Per-domain losses are means over target tokens.
 * ``BATCH_END``: the step's per-domain sums are all-reduced and added, in float64 and in step
   order, to the decision's running totals (so a resumed run adds the very same numbers).
   When the decision's steps are done: per-domain validation loss if the decision asked for
@@ -41,6 +43,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from streammix.composer.history import HistoryWriter
+from streammix.composer.token_loss import logits_of, per_domain_token_losses
 from streammix.dataset.dataset import StreamMixDataset
 from streammix.mixing.protocol import Decision, MixingPolicy, Observation
 from streammix.mixing.registry import make_policy
@@ -90,9 +93,9 @@ class OnlineMixing(Callback):
         self._decision: Decision | None = None
         self._decision_end = 0
         self._loss_sum: np.ndarray | None = None
-        self._count: np.ndarray | None = None
-        self._step_sum: torch.Tensor | None = None
-        self._step_count: torch.Tensor | None = None
+        self._tokens: np.ndarray | None = None  # target tokens per domain
+        self._count: np.ndarray | None = None   # rows (sequences) per domain
+        self._step: list[torch.Tensor] | None = None
         self._dataset: StreamMixDataset | None = None
         self._val_batches: list[tuple[int, Any]] | None = None
         self._history_writer: HistoryWriter | None = None
@@ -133,12 +136,6 @@ class OnlineMixing(Callback):
                 "that needs weight_updates='exact' (lagged weights would be measured late)"
             )
         _check_policy_options(self.policy, dataset)
-        model = _unwrap(state.model)
-        if not callable(getattr(model, "per_sample_loss", None)):
-            raise TypeError(
-                "OnlineMixing needs per-sample losses: the model must have "
-                "per_sample_loss(outputs, batch) -> Tensor[batch] (see streammix.composer.model)"
-            )
         self._dataset = dataset
         num_domains = len(dataset.domain_names)
         if self._policy_state is None:
@@ -149,6 +146,7 @@ class OnlineMixing(Callback):
                              f"the dataset {num_domains}")
         if self._loss_sum is None:
             self._loss_sum = np.zeros(num_domains)
+            self._tokens = np.zeros(num_domains)
             self._count = np.zeros(num_domains)
         if self.policy.needs_validation:
             self._val_batches = self._load_val_batches(state, dataset)
@@ -176,29 +174,25 @@ class OnlineMixing(Callback):
     # ------------------------------------------------------------------ measuring
 
     def _accumulate(self, state: State) -> None:
-        model = _unwrap(state.model)
-        with torch.no_grad():
-            losses = model.per_sample_loss(state.outputs, state.batch).detach().double()
-            domains = state.batch["domain"].to(losses.device).long()
-            num_domains = len(self._loss_sum)
-            if self._step_sum is None:
-                self._step_sum = torch.zeros(num_domains, dtype=torch.float64, device=losses.device)
-                self._step_count = torch.zeros_like(self._step_sum)
-            self._step_sum.index_add_(0, domains, losses)
-            self._step_count.index_add_(0, domains, torch.ones_like(losses))
+        parts = per_domain_token_losses(state.outputs, state.batch, len(self._loss_sum))
+        if self._step is None:
+            self._step = list(parts)
+        else:
+            for total, part in zip(self._step, parts):
+                total += part
 
     def _reduce_step(self) -> None:
         num_domains = len(self._loss_sum)
-        if self._step_sum is None:
-            packed = torch.zeros(2 * num_domains, dtype=torch.float64)
+        if self._step is None:
+            packed = torch.zeros(3 * num_domains, dtype=torch.float64)
         else:
-            packed = torch.cat([self._step_sum, self._step_count])
+            packed = torch.cat(self._step)
         dist.all_reduce(packed)
         packed = packed.cpu().numpy()
         self._loss_sum += packed[:num_domains]
-        self._count += packed[num_domains:]
-        self._step_sum = None
-        self._step_count = None
+        self._tokens += packed[num_domains:2 * num_domains]
+        self._count += packed[2 * num_domains:]
+        self._step = None
 
     def _validation_loss(self, state: State) -> np.ndarray:
         """Per-domain mean held-out loss: rank r evaluates batches r, r + W, ...; the
@@ -211,11 +205,12 @@ class OnlineMixing(Callback):
         sums = torch.zeros(2 * num_domains, dtype=torch.float64)
         try:
             with torch.no_grad():
-                for d, batch in self._val_batches[rank::world]:
+                for _, batch in self._val_batches[rank::world]:
                     batch = state.device.batch_to_device(batch)
-                    per_sample = model.per_sample_loss(model(batch), batch).double()
-                    sums[d] += float(per_sample.sum())
-                    sums[num_domains + d] += int(per_sample.numel())
+                    loss_sums, tokens, _ = per_domain_token_losses(
+                        logits_of(model(batch)), batch, num_domains)
+                    sums[:num_domains] += loss_sums.cpu()
+                    sums[num_domains:] += tokens.cpu()
                     self.validation_batches_run += 1
         finally:
             model.train(was_training)
@@ -240,7 +235,7 @@ class OnlineMixing(Callback):
             dataset.commit(dataset.weight_start_for(done))
         if done >= self._decision_end:
             with np.errstate(invalid="ignore", divide="ignore"):
-                train_loss = np.where(self._count > 0, self._loss_sum / self._count, np.nan)
+                train_loss = np.where(self._tokens > 0, self._loss_sum / self._tokens, np.nan)
             observation = Observation(
                 step=done, train_loss=train_loss, train_count=self._count.copy(),
                 val_loss=self._validation_loss(state) if self._decision.evaluate else None,
@@ -269,6 +264,7 @@ class OnlineMixing(Callback):
         self._decision = decision
         self._decision_end = done + decision.num_steps
         self._loss_sum[:] = 0.0
+        self._tokens[:] = 0.0
         self._count[:] = 0.0
         dataset = self._dataset
         start = dataset.weight_start_for(done)
@@ -333,6 +329,7 @@ class OnlineMixing(Callback):
             },
             "decision_end": self._decision_end,
             "loss_sum": _plain(self._loss_sum),
+            "tokens": _plain(self._tokens),
             "count": _plain(self._count),
             "history": self.history,
         }
@@ -351,6 +348,10 @@ class OnlineMixing(Callback):
         if state["loss_sum"] is not None:
             self._loss_sum = np.asarray(state["loss_sum"], dtype=np.float64)
             self._count = np.asarray(state["count"], dtype=np.float64)
+            if "tokens" not in state:
+                raise ValueError("this OnlineMixing checkpoint predates per-token losses "
+                                 "(no 'tokens'); resume it with the streammix that wrote it")
+            self._tokens = np.asarray(state["tokens"], dtype=np.float64)
         self.history = list(state["history"])
 
 

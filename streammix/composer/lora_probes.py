@@ -7,7 +7,7 @@ a ``peft`` PeftModel with one LoRA adapter per domain (``r``, ``alpha``; ``lora_
 ``adapter_deltas`` reads every adapter's weight delta ``dW_j = (alpha / r) B_j A_j`` through
 peft's ``get_delta_weight`` (which transposes for GPT-2's Conv1D), and ``set_interpolation``
 sets each adapted weight of the unloaded model to ``W + sum_j x_j dW_j`` (summed in float64),
-the proxy of mixture ``x``. ``held_out_losses`` is the mean per-sample loss per domain.
+the proxy of mixture ``x``. ``held_out_losses`` is the mean per-token loss per domain.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from composer.core import State
+
+from streammix.composer.token_loss import per_domain_token_losses
 
 PURPOSE_PROBE = 0x50524F42  # "PROB": seeds of the LoRA initialization and probe batches
 
@@ -157,17 +159,23 @@ def train_adapter(model: torch.nn.Module, peft_model: Any, domain: int,
 
 def held_out_losses(model: torch.nn.Module, batches: Mapping[str, list[Any]],
                     state: State) -> tuple[np.ndarray, int]:
-    """Mean per-sample held-out loss of every domain (float64) and the batches run."""
+    """Mean per-token held-out loss of every domain (float64) and the batches run.
+
+    Per-token losses come from the logits (``streammix.composer.token_loss``), so any causal
+    LM works; a batch's tokens all count for the domain it was collected for.
+    """
     model.eval()
     losses, passes = [], 0
     with torch.no_grad():
         for name_batches in batches.values():
-            total, count = 0.0, 0
+            total, count = 0.0, 0.0
             for batch in name_batches:
                 batch = state.device.batch_to_device(batch)
-                per_sample = model.per_sample_loss(model(batch), batch).double()
-                total += float(per_sample.sum())
-                count += int(per_sample.numel())
+                single = dict(batch, domain=torch.zeros_like(batch["domain"]))
+                single.pop("token_domain", None)
+                sums, tokens, _ = per_domain_token_losses(model(batch), single, 1)
+                total += float(sums[0])
+                count += float(tokens[0])
                 passes += 1
             losses.append(total / count)
     return np.asarray(losses), passes

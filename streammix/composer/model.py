@@ -203,7 +203,8 @@ class LMCollator:
     exactly ``max_seq_len`` tokens, e.g. from packing: every position is a target) or
     ``tokens`` (any length: truncated to ``max_seq_len``, right-padded with ``pad_id``,
     padding masked out of attention and labelled -100). Returns int64 ``input_ids``,
-    ``labels``, ``attention_mask`` of shape ``[B, max_seq_len]`` and int64 ``domain`` ``[B]``.
+    ``labels``, ``attention_mask`` of shape ``[B, max_seq_len]`` and int64 ``domain`` ``[B]``,
+    plus ``token_domain`` ``[B, max_seq_len]`` when samples carry it (mixed packing).
     """
 
     def __init__(self, *, max_seq_len: int, pad_id: int) -> None:
@@ -217,12 +218,18 @@ class LMCollator:
         if len(samples) == 0:
             raise ValueError("cannot collate an empty list of samples")
         rows = [self._row(i, sample) for i, sample in enumerate(samples)]
-        return {
+        batch = {
             "input_ids": torch.stack([r[0] for r in rows]),
             "labels": torch.stack([r[1] for r in rows]),
             "attention_mask": torch.stack([r[2] for r in rows]),
             "domain": torch.tensor([r[3] for r in rows], dtype=torch.int64),
         }
+        if any("token_domain" in sample for sample in samples):  # mixed packing
+            batch["token_domain"] = torch.stack([
+                _as_int64_ids(sample.get("token_domain", np.full(self.max_seq_len,
+                                                                 rows[i][3])), "token_domain")
+                for i, sample in enumerate(samples)])
+        return batch
 
     def _row(
         self, index: int, sample: Mapping[str, Any]

@@ -144,10 +144,6 @@ class OpMixProbing(Callback):
         if dataset.mixing.weight_updates == "static":
             raise ValueError("OpMixProbing publishes weights during training: create the "
                              "StreamMixDataset with MixingConfig(weight_updates='exact')")
-        model = unwrap(state.model)
-        if not callable(getattr(model, "per_sample_loss", None)):
-            raise TypeError("OpMixProbing needs per_sample_loss(outputs, batch) on the model "
-                            "(see streammix.composer.model)")
         self._dataset = dataset
         total = _max_batches(state)
         fill = {}

@@ -145,6 +145,26 @@ class Lane:
             self._state = (index, end, new_counts)
             position = end
 
+    def elements(self, start: int, stop: int, out: tuple[np.ndarray, np.ndarray]) -> None:
+        """(domain, element of the domain's stream) of lane positions ``[start, stop)``."""
+        domains, elements = out
+        position = start
+        while position < stop:
+            index = self.schedule.segment_index_at(position)
+            end = self.schedule.segment_end(index)
+            end = stop if end is None else min(stop, end)
+            counts = self._counts_at(index, position)
+            lo, hi = position - start, end - start
+            _, new_counts, within = self._picks(
+                index, position, counts, end - position, record=True, with_index=True,
+                out=domains[lo:hi], index_out=elements[lo:hi],
+            )  # fmt: skip
+            first = (np.asarray(self.schedule.segments[index].cursors, dtype=np.int64)
+                     - self._base(index))
+            elements[lo:hi] = first[domains[lo:hi]] + within
+            self._state = (index, end, new_counts)
+            position = end
+
     def _scratch(self, name: str, size: int) -> np.ndarray:
         """A reusable int64 work array of ``size`` (grows, never shrinks)."""
         buffer = self._buffers.get(name)

@@ -215,6 +215,21 @@ class GlobalOrder:
             scatter_lane(part, lo, c, C, G, start, out)
         return domains, samples
 
+    def elements(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(domain int32, element of that domain's stream int64) for positions [start, stop).
+
+        The element index counts the domain's picks since position 0 (a segment's cursor plus
+        the picks inside it); domain-pure packing uses it as the domain's block number.
+        """
+        if not 0 <= start <= stop:
+            raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+        if self.config.canonical_nodes != 1:
+            raise ValueError("stream elements by position need canonical_nodes=1 (packing with "
+                             "canonical nodes is not supported yet)")
+        out = (np.empty(stop - start, dtype=np.int32), np.empty(stop - start, dtype=np.int64))
+        self._lanes[0].elements(start, stop, out)
+        return out
+
     def slice_samples(self, c: int, start: int, stop: int, *,
                       out: tuple[np.ndarray, np.ndarray] | None = None
                       ) -> tuple[int, tuple[np.ndarray, np.ndarray]]:  # fmt: skip

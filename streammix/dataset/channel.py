@@ -10,15 +10,16 @@ rank's main process) writes. Both of its files cost O(1) per decision, however l
     ``num_domains`` float64 weights. A later record with the same start replaces the
     earlier one. Readers remember how far they have read and parse only new records.
 ``horizon``
-    one little-endian int64, replaced atomically (temporary file + ``os.replace``): the
-    order of every global batch ``< horizon`` is final, no update with a start below it
-    will ever be published.
+    one int64, memory-mapped by every process (an aligned 8-byte store is atomic, so a
+    reader never sees half of it): the order of every global batch ``< horizon`` is final,
+    no update with a start below it will ever be published. Polling it costs no system
+    call.
 
 The writer appends (and flushes) an update before it raises the horizon past it, so a
 reader that sees horizon ``H`` finds every update below ``H`` complete in the file. A
 worker about to produce batch ``b`` reads only when ``b >= H`` and, in exact mode, waits
-(polling the 8-byte horizon file) until ``H > b``, or raises a clear error after a timeout
-instead of hanging.
+(polling the mapped horizon) until ``H > b``, or raises a clear error after a timeout
+instead of hanging, or as soon as the channel's directory is gone.
 
 Every channel directory is new and uniquely named per dataset instance (``<pid>-<uuid>``),
 so a run can never read the state of an earlier one; the creating process removes it when
@@ -38,9 +39,13 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
 
 UPDATES_FILE = "updates.bin"
-HORIZON_FILE = "horizon"
+HORIZON_FILE = "horizon.bin"
+GONE_CHECK_S = 1.0  # how often a waiting reader checks that the channel still exists
 POLL_INTERVAL_S = 0.002
 UNBOUNDED = 2**62
 
@@ -92,6 +97,8 @@ class WeightChannel:
         self._updates: tuple[tuple[int, tuple[float, ...]], ...] = ()
         self._offset = 0  # bytes of updates.bin already parsed
         self._version = 0
+        self._horizon: np.ndarray | None = None  # the mapped int64
+        self._files: dict[str, BinaryIO] = {}  # "reader", "writer": kept open between calls
         self._finalizer: weakref.finalize | None = None
 
     @classmethod
@@ -105,17 +112,19 @@ class WeightChannel:
         pid = os.getpid()
         directory = base / f"{pid}-{uuid.uuid4().hex}"
         directory.mkdir()
-        channel = cls(directory, owner_pid=pid, num_domains=num_domains)
-        channel._finalizer = weakref.finalize(channel, shutil.rmtree, str(directory), True)
+        (directory / HORIZON_FILE).write_bytes(struct.pack("<q", 0))
         (directory / UPDATES_FILE).touch()
+        channel = cls(directory, owner_pid=pid, num_domains=num_domains)
+        channel._finalizer = weakref.finalize(channel, _close_and_remove, channel._files,
+                                              str(directory))
         for start, weights in updates:
             channel._append(int(start), weights)
-        channel._write_horizon(int(horizon))
+        channel._set_horizon(int(horizon))
         channel.read()
         return channel
 
     def __getstate__(self) -> dict:
-        # Workers get a read-only handle: no finalizer, nothing read yet.
+        # Workers get a read-only handle: no finalizer, no open files, nothing read yet.
         return {"directory": str(self.directory), "owner_pid": self.owner_pid,
                 "num_domains": self.num_domains}
 
@@ -127,48 +136,55 @@ class WeightChannel:
     def is_owner(self) -> bool:
         return os.getpid() == self.owner_pid
 
+    def _gone(self) -> RuntimeError:
+        return RuntimeError(f"the weight channel {self.directory} is gone: the training "
+                            "process that owned it has exited or closed it")
+
     def _check_owner(self) -> None:
         if not self.is_owner:
             raise RuntimeError("only the process that created a weight channel may publish to it")
+
+    def _horizon_map(self) -> np.ndarray:
+        if self._horizon is None:
+            try:
+                mode = "r+" if self.is_owner else "r"
+                self._horizon = np.memmap(self.directory / HORIZON_FILE, dtype="<i8", mode=mode,
+                                          shape=(1,))
+            except FileNotFoundError:
+                raise self._gone() from None
+        return self._horizon
 
     def _append(self, start_batch: int, weights: Sequence[float]) -> None:
         self._check_owner()
         values = tuple(float(w) for w in weights)
         if len(values) != self.num_domains:
             raise ValueError(f"expected {self.num_domains} weights, got {len(values)}")
-        with open(self.directory / UPDATES_FILE, "ab") as stream:
-            stream.write(self._record.pack(start_batch, *values))
-            stream.flush()
+        writer = self._files.get("writer")
+        if writer is None:
+            writer = open(self.directory / UPDATES_FILE, "ab", buffering=0)  # noqa: SIM115
+            self._files["writer"] = writer
+        writer.write(self._record.pack(start_batch, *values))
 
-    def _write_horizon(self, horizon: int) -> None:
+    def _set_horizon(self, horizon: int) -> None:
         self._check_owner()
-        tmp = self.directory / f".{HORIZON_FILE}.{uuid.uuid4().hex}"
-        tmp.write_bytes(struct.pack("<q", horizon))
-        os.replace(tmp, self.directory / HORIZON_FILE)
-
-    def _read_horizon(self) -> int:
-        try:
-            data = (self.directory / HORIZON_FILE).read_bytes()
-        except FileNotFoundError:
-            raise RuntimeError(
-                f"the weight channel {self.directory} is gone: the training process that "
-                "owned it has exited or closed it"
-            ) from None
-        return struct.unpack("<q", data)[0]
+        self._horizon_map()[0] = horizon  # after the records it covers were written
 
     def read(self) -> ChannelState:
         """The current published state: the horizon, then any updates appended since the
         last read (the horizon first, so every update below it is already complete)."""
-        horizon = self._read_horizon()
-        try:
-            with open(self.directory / UPDATES_FILE, "rb") as stream:
-                stream.seek(self._offset)
-                data = stream.read()
-        except FileNotFoundError:
-            raise RuntimeError(f"the weight channel {self.directory} is gone") from None
+        horizon = int(self._horizon_map()[0])
+        reader = self._files.get("reader")
+        if reader is None:
+            try:
+                reader = open(self.directory / UPDATES_FILE, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                raise self._gone() from None
+            self._files["reader"] = reader
+        # pread, not seek + read: a forked DataLoader worker shares this file's offset
+        fd = reader.fileno()
+        data = os.pread(fd, max(os.fstat(fd).st_size - self._offset, 0), self._offset)
         size = self._record.size
         complete = len(data) - len(data) % size
-        changed = complete > 0
         updates = self._updates
         for offset in range(0, complete, size):
             start, *weights = self._record.unpack_from(data, offset)
@@ -178,9 +194,9 @@ class WeightChannel:
         self._updates = updates
         self._offset += complete
         cached = self._cached
-        if cached is not None and not changed and cached.horizon == horizon:
+        if cached is not None and complete == 0 and cached.horizon == horizon:
             return cached
-        if changed:
+        if complete:
             self._version += 1
         state = ChannelState(self._version, horizon, self._updates)
         self._cached = state
@@ -205,8 +221,7 @@ class WeightChannel:
         if horizon < current.horizon:
             raise ValueError(f"horizon may only grow ({current.horizon} -> {horizon})")
         self._append(int(start_batch), weights)
-        if horizon != current.horizon:
-            self._write_horizon(int(horizon))
+        self._set_horizon(int(horizon))
         self.read()
 
     def commit(self, horizon: int) -> None:
@@ -215,7 +230,7 @@ class WeightChannel:
         if horizon < current.horizon:
             raise ValueError(f"horizon may only grow ({current.horizon} -> {horizon})")
         if horizon > current.horizon:
-            self._write_horizon(int(horizon))
+            self._set_horizon(int(horizon))
             self.read()
 
     def wait_until_final(self, batch: int, *, timeout_s: float) -> ChannelState:
@@ -223,11 +238,18 @@ class WeightChannel:
         cached = self._cached
         if cached is not None and cached.horizon > batch:
             return cached
-        deadline = time.monotonic() + timeout_s
+        horizon = self._horizon_map()
+        now = time.monotonic()
+        deadline, next_check = now + timeout_s, now + GONE_CHECK_S
         while True:
-            if self._read_horizon() > batch:
+            if int(horizon[0]) > batch:
                 return self.read()
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > next_check:
+                if not self.directory.is_dir():
+                    raise self._gone()
+                next_check = now + GONE_CHECK_S
+            if now > deadline:
                 state = self.read()
                 raise WeightChannelTimeout(
                     f"weights for global batch {batch} were not published within {timeout_s:g} s "
@@ -240,3 +262,10 @@ class WeightChannel:
     def close(self) -> None:
         if self._finalizer is not None and self.is_owner:
             self._finalizer()
+
+
+def _close_and_remove(files: dict[str, BinaryIO], directory: str) -> None:
+    for handle in files.values():
+        handle.close()
+    files.clear()
+    shutil.rmtree(directory, True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 WEIGHT_UPDATE_MODES = ("static", "exact", "lagged")
 INTERLEAVE_MODES = ("greedy", "random")
+PACKING_MODES = ("domain", "mixed")
 
 
 def _check_weight_mapping(weights: Mapping[str, float], what: str) -> None:
@@ -58,6 +59,10 @@ class MixingConfig:
             build); each sample is then ``input_ids``/``labels`` of exactly that length.
         separator_id: token put after every document when packing (e.g. the EOS id);
             None packs documents back to back.
+        packing: ``"domain"`` (default): every block is cut from one domain's own stream of
+            documents and the interleave assigns blocks to domains, so weights are token
+            shares; ``"mixed"``: blocks are cut from the global document order and carry a
+            per-token ``token_domain``. Both work with online weights.
     """
 
     domains: tuple[str, ...] | None = None
@@ -74,6 +79,7 @@ class MixingConfig:
     publish_timeout_s: float = 600.0
     sequence_length: int | None = None
     separator_id: int | None = None
+    packing: str = "domain"
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "val"):
@@ -116,14 +122,10 @@ class MixingConfig:
         if self.sequence_length is not None:
             if self.sequence_length < 1:
                 raise ValueError(f"sequence_length must be >= 1, got {self.sequence_length}")
-            if self.weight_updates != "static":
-                raise ValueError(
-                    "packing (sequence_length) works with static weights only: a packed block "
-                    "mixes documents of several domains, so per-domain losses for online "
-                    "mixing are not defined; train online mixing on unpacked samples"
-                )
         elif self.separator_id is not None:
             raise ValueError("separator_id only applies when packing (sequence_length)")
+        if self.packing not in PACKING_MODES:
+            raise ValueError(f"packing must be one of {PACKING_MODES}, got {self.packing!r}")
         if self.separator_id is not None and self.separator_id < 0:
             raise ValueError(f"separator_id must be >= 0, got {self.separator_id}")
         if self.publish_timeout_s <= 0:

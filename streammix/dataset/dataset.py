@@ -43,7 +43,13 @@ from streammix.core.partition import device_batch_span, worker_batches
 from streammix.core.schedule import Schedule
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
-from streammix.dataset.packing import BlockPieces, PackedCursor, assemble_block
+from streammix.dataset.packing import (
+    BlockPieces,
+    DomainBlocks,
+    PackedCursor,
+    assemble_block,
+    domain_streams,
+)
 from streammix.dataset.sources import DomainSources, resolve_sources
 from streammix.format.remote import node_lock
 
@@ -113,19 +119,23 @@ class StreamMixDataset(StreamingDataset):
         if pass_sizes.sum() <= 0:
             raise ValueError("no domain has samples to draw (every repeat count is zero)")
         self._pass_sizes = pass_sizes
-        self.initial_weights = self._weights_vector(mixing.domain_weights, pass_sizes,
-                                                    "domain_weights")
-        self._static_updates = tuple(
-            (int(start), self._weights_vector(w, pass_sizes, f"schedule at batch {start}"))
-            for start, w in mixing.schedule
-        )
         self.layouts = tuple(layouts)
         self.packed_tokens: tuple[np.ndarray, ...] | None = None
+        natural_shares = pass_sizes
         if mixing.sequence_length is not None:
             self.packed_tokens = sources.token_counts()
-            natural = _packed_blocks(self.packed_tokens, self.layouts, mixing)
+            pass_tokens = _pass_tokens(self.packed_tokens, self.layouts, mixing)
+            natural = int(pass_tokens.sum()) // mixing.sequence_length
+            if mixing.packing == "domain":  # positions are blocks: natural shares are tokens
+                natural_shares = pass_tokens
         else:
             natural = int(pass_sizes.sum())
+        self.initial_weights = self._weights_vector(mixing.domain_weights, natural_shares,
+                                                    "domain_weights")
+        self._static_updates = tuple(
+            (int(start), self._weights_vector(w, natural_shares, f"schedule at batch {start}"))
+            for start, w in mixing.schedule
+        )
         epoch_size = int(self.epoch_size) if self._user_epoch_size else natural
         self.epoch_size = (epoch_size // self.global_batch_size) * self.global_batch_size
         if self.epoch_size == 0:
@@ -427,35 +437,33 @@ class StreamMixDataset(StreamingDataset):
     def _iterate(self, batches: range, world: World, prefetcher: _ShardPrefetcher
                  ) -> Iterator[dict[str, Any]]:
         order: GlobalOrder | None = None
-        cursor: PackedCursor | None = None
+        packer: DomainBlocks | PackedCursor | None = None
         planned: deque[list[_PlannedSample]] = deque()
         pending = iter(batches)
         next_batch = next(pending, None)
         lookahead = max(int(self.predownload or 0), self.batch_size)
 
         def plan(batch: int, updates: tuple) -> None:
-            nonlocal order, cursor
+            nonlocal order, packer
             schedule = self.schedule_for(updates)
             if order is None:
                 order = GlobalOrder(config=self.order_config, domains=self.layouts,
                                     schedule=schedule)
             elif order.schedule is not schedule:
                 order = order.with_schedule(schedule)
+                if packer is not None:
+                    packer.order = order
             if self.packed_tokens is None:
                 ids, domains = self.plan_batch(order, batch, world)
                 samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
                                                                       domains.tolist())]
                 shard_ids = ids
             else:
-                if cursor is None:
-                    cursor = PackedCursor(order, self.packed_tokens,
-                                          sequence_length=self.mixing.sequence_length,
-                                          separator_length=int(self.mixing.separator_id
-                                                               is not None))
+                if packer is None:
+                    packer = self._packer(order)
                 start, stop = self._span(batch, world)
                 samples = []
-                for block in range(start, stop):
-                    pieces = cursor.pieces(block)
+                for pieces in self._block_pieces(packer, start, stop):
                     ids = self.sample_offset_per_stream[pieces.domain] + pieces.sample
                     samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
                 shard_ids = np.concatenate([np.atleast_1d(s.ids) for s in samples])
@@ -475,6 +483,21 @@ class StreamMixDataset(StreamingDataset):
             for planned_sample in planned.popleft():
                 yield self._materialize(planned_sample)
 
+    def _packer(self, order: GlobalOrder) -> DomainBlocks | PackedCursor:
+        separator = int(self.mixing.separator_id is not None)
+        streams = domain_streams(order, self.packed_tokens, separator_length=separator)
+        if self.mixing.packing == "domain":
+            return DomainBlocks(order, streams, sequence_length=self.mixing.sequence_length)
+        return PackedCursor(order, self.packed_tokens, sequence_length=self.mixing.sequence_length,
+                            separator_length=separator, streams=streams)
+
+    @staticmethod
+    def _block_pieces(packer: DomainBlocks | PackedCursor, start: int, stop: int
+                      ) -> list[BlockPieces]:
+        if isinstance(packer, DomainBlocks):
+            return packer.blocks(start, stop)
+        return [packer.pieces(block) for block in range(start, stop)]
+
     def _materialize(self, planned: _PlannedSample) -> dict[str, Any]:
         if planned.pieces is None:
             sample = self[planned.ids]
@@ -482,7 +505,11 @@ class StreamMixDataset(StreamingDataset):
             return sample
         documents = [self[int(i)]["tokens"] for i in planned.ids.tolist()]
         block = assemble_block(planned.pieces, documents, separator_id=self.mixing.separator_id)
-        return {"input_ids": block, "labels": block.copy(), "domain": planned.domain}
+        sample = {"input_ids": block, "labels": block.copy(), "domain": planned.domain}
+        if self.mixing.packing == "mixed":
+            sample["token_domain"] = np.repeat(planned.pieces.domain.astype(np.int64),
+                                               planned.pieces.length)
+        return sample
 
     def _shards_of(self, ids: np.ndarray) -> list[int]:
         shards = np.searchsorted(self.sample_offset_per_shard, ids, side="right") - 1
@@ -536,15 +563,15 @@ class _PlannedSample(NamedTuple):
     pieces: BlockPieces | None   # set for packed blocks
 
 
-def _packed_blocks(tokens: Sequence[np.ndarray], layouts: Sequence[DomainLayout],
-                   mixing: MixingConfig) -> int:
-    """Blocks in one pass over every domain (the natural epoch size when packing)."""
+def _pass_tokens(tokens: Sequence[np.ndarray], layouts: Sequence[DomainLayout],
+                 mixing: MixingConfig) -> np.ndarray:
+    """Tokens (separators included) in one pass of each domain."""
     separator = int(mixing.separator_id is not None)
-    total = 0
+    totals = []
     for counts, layout in zip(tokens, layouts):
         repeats = layout.repeat_counts if layout.repeat_counts is not None else 1
-        total += int(np.sum((counts + separator) * repeats))
-    return total // mixing.sequence_length
+        totals.append(int(np.sum((counts + separator) * repeats)))
+    return np.array(totals, dtype=np.int64)
 
 
 def _normalized(vector: np.ndarray, what: str, names: Sequence[str]) -> tuple[float, ...]:

@@ -1,14 +1,18 @@
-"""Packed reading: global order of documents -> fixed-length token blocks.
+"""Packed reading: the global order -> fixed-length token blocks, in two modes.
 
-With packing on, a training sample is block ``j`` = tokens ``[jL, (j+1)L)`` of the stream
-``doc_0, sep, doc_1, sep, ...`` of documents in global order (``streammix.core.packing``
-describes the same stream). Global batch ``g`` is blocks ``[gG, (g+1)G)`` and is
-partitioned over ranks and workers exactly like unpacked samples.
+Domain-pure (``MixingConfig(packing="domain")``, the default): global position ``t`` is a
+block; the interleave gives its domain ``d`` and the domain's block number ``b`` (the
+domain's picks before ``t``), and ``streammix.core.packed.PackedDomainStream`` cuts tokens
+``[bL, (b+1)L)`` out of domain ``d``'s own stream of documents. Random access: reading
+starts anywhere in time independent of the position.
 
-A reader walks the document order forward in chunks, keeping only the documents that the
-blocks it still has to produce can touch: block ``j`` starts in the document whose span end
-is the first one past ``jL`` (``searchsorted`` over the running token offsets). Starting at
-block ``j`` therefore costs a walk over the documents before it, done in vectorized chunks.
+Mixed (``packing="mixed"``): block ``j`` is tokens ``[jL, (j+1)L)`` of the stream
+``doc_0, sep, doc_1, sep, ...`` of documents in global order, and every token carries its
+document's domain. A reader walks the document order forward in chunks from where its first
+block starts; that start is found by a binary search over positions, because the tokens
+before position ``t`` are the sum over domains of the tokens of each domain's first
+``cursor_d(t)`` stream elements, which each domain's token stream gives directly. Starting
+at block ``j`` costs ``O(log j)`` such evaluations, not a walk from document 0.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streammix.core.order import GlobalOrder
+from streammix.core.packed import PackedDomainStream
 
 CHUNK_DOCUMENTS = 8192
 
@@ -33,20 +38,73 @@ class BlockPieces:
     length: np.ndarray   # int64 tokens taken
 
 
+def domain_streams(order: GlobalOrder, num_tokens: Sequence[np.ndarray], *,
+                   separator_length: int) -> list[PackedDomainStream]:
+    """One token stream per domain, for the order's seed, layouts and window size."""
+    return [PackedDomainStream(layout, tokens, seed=order.config.seed, domain=d,
+                               window_shards=order.config.window_shards,
+                               separator_length=separator_length)
+            for d, (layout, tokens) in enumerate(zip(order.domains, num_tokens))]
+
+
+class DomainBlocks:
+    """Domain-pure packing: global position -> one domain's block pieces (random access)."""
+
+    def __init__(self, order: GlobalOrder, streams: Sequence[PackedDomainStream], *,
+                 sequence_length: int) -> None:
+        self.order = order
+        self.streams = list(streams)
+        self.sequence_length = sequence_length
+
+    def blocks(self, start: int, stop: int) -> list[BlockPieces]:
+        """The pieces of the blocks at global positions ``[start, stop)``."""
+        domains, elements = self.order.elements(start, stop)
+        L = self.sequence_length
+        result = []
+        for d, block in zip(domains.tolist(), elements.tolist()):
+            sample, offset, length = self.streams[d].pieces(block * L, L)
+            result.append(BlockPieces(np.full(len(sample), d, dtype=np.int32), sample, offset,
+                                      length))
+        return result
+
+
 class PackedCursor:
-    """Forward-only block -> pieces lookup over one GlobalOrder (one per reader)."""
+    """Mixed packing: forward-only block -> pieces lookup over one GlobalOrder (per reader)."""
 
     def __init__(self, order: GlobalOrder, num_tokens: Sequence[np.ndarray], *,
-                 sequence_length: int, separator_length: int) -> None:
+                 sequence_length: int, separator_length: int,
+                 streams: Sequence[PackedDomainStream] | None = None) -> None:
         self.order = order
         self.num_tokens = [np.asarray(t, dtype=np.int64) for t in num_tokens]
         self.sequence_length = sequence_length
         self.separator_length = separator_length
+        self.streams = list(streams) if streams is not None else domain_streams(
+            order, self.num_tokens, separator_length=separator_length)
         self._next_position = 0                          # first document not yet loaded
         self._domain = np.empty(0, dtype=np.int32)       # loaded window of documents
         self._sample = np.empty(0, dtype=np.int64)
         self._end = np.empty(0, dtype=np.int64)          # global token offset where each span ends
         self._last_block = -1
+        self._base = 0                                   # tokens before _next_position's doc
+
+    def tokens_before(self, position: int) -> int:
+        """Tokens of the documents at global positions ``[0, position)``."""
+        cursors = self.order.cursors_at(position)
+        return sum(stream.tokens_before(int(c)) for stream, c in zip(self.streams, cursors))
+
+    def _seek(self, token: int) -> None:
+        """Start loading at the last position whose document starts at or before ``token``."""
+        lo, hi = 0, 1
+        while self.tokens_before(hi) <= token:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:  # tokens_before(lo) <= token < tokens_before(hi)
+            mid = (lo + hi) // 2
+            if self.tokens_before(mid) <= token:
+                lo = mid
+            else:
+                hi = mid
+        self._next_position = lo
+        self._base = self.tokens_before(lo)
 
     def _load_until(self, token: int) -> None:
         while not len(self._end) or self._end[-1] < token:
@@ -56,7 +114,7 @@ class PackedCursor:
             for d, tokens in enumerate(self.num_tokens):
                 mask = domain == d
                 spans[mask] = tokens[sample[mask]] + self.separator_length
-            base = self._end[-1] if len(self._end) else 0
+            base = self._end[-1] if len(self._end) else self._base
             self._domain = np.concatenate([self._domain, domain])
             self._sample = np.concatenate([self._sample, sample])
             self._end = np.concatenate([self._end, base + np.cumsum(spans)])
@@ -66,11 +124,15 @@ class PackedCursor:
         """The pieces of ``block``; blocks must be asked for in increasing order."""
         if block <= self._last_block:
             raise ValueError(f"blocks must be read forward ({block} after {self._last_block})")
-        self._last_block = block
         first_token = block * self.sequence_length
+        if self._last_block < 0 and first_token > 0:
+            self._seek(first_token)
+        self._last_block = block
         stop_token = first_token + self.sequence_length
         self._load_until(stop_token)
         keep = int(np.searchsorted(self._end, first_token, side="right"))
+        if keep:
+            self._base = int(self._end[keep - 1])
         self._domain, self._sample, self._end = (self._domain[keep:], self._sample[keep:],
                                                  self._end[keep:])
         count = int(np.searchsorted(self._end, stop_token, side="left")) + 1

@@ -81,3 +81,30 @@ def test_directories_of_dead_processes_are_removed(tmp_path) -> None:
     (orphan / "state.json").write_text("{}")
     WeightChannel.create(root=tmp_path, num_domains=2)
     assert not orphan.exists()
+
+
+def test_a_reader_parses_only_what_was_appended_since_its_last_read(tmp_path) -> None:
+    channel = WeightChannel.create(root=tmp_path, num_domains=2)
+    reader = pickle.loads(pickle.dumps(channel))
+    for batch in range(50):
+        channel.publish(batch, [batch / 50, 1 - batch / 50], horizon=batch + 1)
+        state = reader.wait_until_final(batch, timeout_s=5)
+        assert state.updates[-1] == (batch, (batch / 50, 1 - batch / 50))
+        assert len(state.updates) == batch + 1
+    channel.publish(50, [1.0, 0.0], horizon=50)
+    channel.publish(50, [0.0, 1.0], horizon=51)  # the same start again replaces it
+    state = reader.read()
+    assert state.updates[-1] == (50, (0.0, 1.0)) and len(state.updates) == 51
+    size = (channel.directory / "updates.bin").stat().st_size
+    assert size == 52 * (8 + 2 * 8)  # append-only: one record per publish, nothing rewritten
+
+
+def test_a_waiting_reader_learns_that_the_channel_is_gone(tmp_path) -> None:
+    channel = WeightChannel.create(root=tmp_path, num_domains=2, horizon=1)
+    reader = pickle.loads(pickle.dumps(channel))
+    reader.read()
+    channel.close()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="is gone"):
+        reader.wait_until_final(5, timeout_s=30)
+    assert time.monotonic() - started < 5

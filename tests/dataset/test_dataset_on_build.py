@@ -31,7 +31,7 @@ def test_samples_carry_their_build_fields(build) -> None:
 
 def test_packed_blocks_are_the_token_stream_of_the_document_order(build) -> None:
     L, sep = 64, 0
-    dataset = _dataset(build, seed=2, sequence_length=L, separator_id=sep)
+    dataset = _dataset(build, seed=2, sequence_length=L, separator_id=sep, packing="mixed")
     blocks = [b for _, b in zip(range(40), dataset)]
     assert all(len(b["input_ids"]) == L and np.array_equal(b["labels"], b["input_ids"])
                for b in blocks)

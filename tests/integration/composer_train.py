@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from streammix import MixingConfig, OnlineMixing, StreamMixDataset
 from streammix.composer.model import LMCollator, tiny_gpt2
 from streammix.dataset.dataset import read_split_head
+from streammix.format.sidecar import write_token_counts
 
 VOCAB = 64
 SEQ_LEN = 16
@@ -52,6 +53,7 @@ def make_data(out: Path, *, train: int = 160, val: int = 16, seed: int = 0) -> N
                         tokens = rng.integers(0, VOCAB, SEQ_LEN)
                     uid = (0 if name == "pattern" else 1_000_000) + (500_000 if split else 0) + i
                     writer.write({"tokens": tokens.astype(np.uint16), "uid": uid})
+            write_token_counts(folder, np.full(count, SEQ_LEN))  # lets packed runs read them
 
 
 class UidCollator(LMCollator):
@@ -60,7 +62,8 @@ class UidCollator(LMCollator):
         import torch
 
         batch["uid"] = torch.tensor([int(s["uid"]) if "uid" in s else
-                                     zlib.crc32(np.asarray(s["tokens"]).tobytes())
+                                     zlib.crc32(np.asarray(s.get("tokens", s.get("input_ids")))
+                                                .astype(np.int64).tobytes())
                                      for s in samples], dtype=torch.int64)
         return batch
 
@@ -120,6 +123,32 @@ class RecordBatches(Callback):
                 os.fsync(stream.fileno())
 
 
+def make_model(kind: str, *, vocab: int, max_seq_len: int, seed: int):
+    """``tiny``: streammix's GPT-2 wrapper; ``gpt2``/``llama``: a Hugging Face causal LM made
+    from a config, in Composer's own ``HuggingFaceModel`` (no streammix code in the model)."""
+    if kind == "tiny":
+        return tiny_gpt2(vocab_size=vocab, max_seq_len=max_seq_len, n_layer=1, n_head=2,
+                         n_embd=32, seed=seed)
+    import torch
+    from composer.models import HuggingFaceModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if kind == "gpt2":
+            # no dropout: Composer restores the RNG only at epoch starts, so dropout masks
+            # after a mid-epoch resume would differ and so would the losses
+            model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=max_seq_len,
+                                               n_layer=1, n_head=2, n_embd=32, resid_pdrop=0.0,
+                                               embd_pdrop=0.0, attn_pdrop=0.0))
+        else:
+            model = LlamaForCausalLM(LlamaConfig(
+                vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=1,
+                max_position_embeddings=max_seq_len))
+    return HuggingFaceModel(model, use_logits=True)
+
+
 class SaveEvery:
     """Composer ``save_interval``: every ``batches`` batches, and at epoch ends if asked."""
 
@@ -148,9 +177,11 @@ def train(args: argparse.Namespace) -> None:
                           local=str(Path(args.cache) / f"{name}{split}"))
         return Stream(local=str(Path(args.data) / f"{name}{split}"))
 
+    packing = {} if args.pack is None else {"sequence_length": args.pack, "separator_id": 0,
+                                            "packing": args.packing}
     mixing = MixingConfig(global_batch_size=args.global_batch, seed=args.seed,
                           weight_updates="static" if args.policy == "none" else args.mode,
-                          lag_batches=args.lag, publish_timeout_s=120)
+                          lag_batches=args.lag, publish_timeout_s=120, **packing)
     extra = {"cache_limit": args.cache_limit} if args.cache_limit else {}
     if args.build:  # a streammix build, read from --data (a remote when --remote) into --cache
         where = ({"remote": args.data, "local": args.cache} if args.remote
@@ -159,7 +190,7 @@ def train(args: argparse.Namespace) -> None:
     else:
         dataset = StreamMixDataset(streams=[stream(n) for n in DOMAINS], batch_size=per_device,
                                    mixing=mixing, **extra)
-    collate = UidCollator(max_seq_len=SEQ_LEN, pad_id=0)
+    collate = UidCollator(max_seq_len=args.pack or SEQ_LEN, pad_id=0)
     loader = DataLoader(dataset, batch_size=per_device, num_workers=args.workers,
                         collate_fn=collate, persistent_workers=args.workers > 0)
     callbacks: list[Callback] = [RecordBatches(run / f"record.rank{dist.get_global_rank()}.jsonl")]
@@ -173,8 +204,8 @@ def train(args: argparse.Namespace) -> None:
         callbacks.append(OnlineMixing(policy, policy_options=options,
                                       val_data=val_data, val_batch_size=8,
                                       history_path=run / "history.jsonl"))
-    model = tiny_gpt2(vocab_size=args.vocab, max_seq_len=SEQ_LEN, n_layer=1, n_head=2, n_embd=32,
-                      seed=args.seed)
+    model = make_model(args.model, vocab=args.vocab, max_seq_len=args.pack or SEQ_LEN,
+                       seed=args.seed)
     trainer = Trainer(
         model=model,
         optimizers=DecoupledAdamW(model.parameters(), lr=3e-3),
@@ -222,6 +253,9 @@ def main() -> None:
     run.add_argument("--build", action="store_true",
                      help="--data is a streammix build (samples have no uid: a token hash)")
     run.add_argument("--vocab", type=int, default=VOCAB)
+    run.add_argument("--model", choices=["tiny", "gpt2", "llama"], default="tiny")
+    run.add_argument("--pack", type=int, default=None, help="pack blocks of this many tokens")
+    run.add_argument("--packing", choices=["domain", "mixed"], default="domain")
     args = parser.parse_args()
     if args.command == "make-data":
         make_data(args.out, train=args.train)

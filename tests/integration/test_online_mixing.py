@@ -20,6 +20,7 @@ from runs import checkpoint, global_batches, train  # noqa: E402
 # Rounds of 24 steps: 2 LearnParams rounds x 2 domains x 4 probe steps, then 8 steps on p.
 AIOLI = json.dumps({"lp_rounds": 2, "lp_steps": 4, "update_steps": 24, "eta": 1.0})
 BATCHES = 72
+AIOLI_SHORT = json.dumps({"lp_rounds": 1, "lp_steps": 3, "update_steps": 10, "eta": 1.0})
 
 
 def history(run: Path) -> list[dict]:
@@ -101,3 +102,24 @@ def test_every_rank_applies_rank_zeros_decision(data, tmp_path) -> None:
     assert updates[0] == updates[1]
     firsts = [round(w[0], 6) for _, w in updates[0]]
     assert firsts == [0.6, 0.7, 0.8, 0.6, 0.7]  # decided at batches 0, 2, 4, 6 and 8
+
+
+@pytest.mark.parametrize("model,packing", [("llama", "domain"), ("gpt2", "mixed")])
+def test_packed_aioli_with_a_hugging_face_model_resumes_mid_decision(data, tmp_path, model,
+                                                                     packing) -> None:
+    """Composer's own HuggingFaceModel around a tiny Llama (or GPT-2) made from a config,
+    trained on packed blocks with Aioli on 2 ranks; per-domain losses come from the logits,
+    no streammix model code. Batch 13 lies inside the first round's second probe."""
+    options = ("--policy", "aioli", "--policy-options", AIOLI_SHORT, "--model", model,
+               "--pack", "24", "--packing", packing)
+    whole, first, second = tmp_path / "whole", tmp_path / "first", tmp_path / "second"
+    train(data, whole, *options, "--save-interval", "100", ranks=2, batches=20)
+    train(data, first, *options, "--save-interval", "13", ranks=2, batches=13)
+    train(data, second, *options, "--save-interval", "100", "--load", checkpoint(first, 13),
+          ranks=2, batches=20)
+    assert history(second) == history(whole)
+    joined = {**{b: s for b, s in global_batches(first).items() if b < 13},
+              **global_batches(second)}
+    assert joined == global_batches(whole)
+    phases = [r["phase"] for r in history(whole)]
+    assert "train" in phases and any(p.startswith("probe") for p in phases)
