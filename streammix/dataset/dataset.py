@@ -239,11 +239,29 @@ class StreamMixDataset(StreamingDataset):
 
     def _appended(self, schedule: Schedule, updates: Sequence[tuple[int, Sequence[float]]]
                   ) -> Schedule:
-        G = self.global_batch_size
         for start, weights in updates:
-            schedule = schedule.append(start * G, weights, interleave=self.mixing.interleave,
-                                       seed=self.order_seed)
+            schedule = schedule.append(self._segment_start(schedule, start), weights,
+                                       interleave=self.mixing.interleave, seed=self.order_seed)
         return schedule
+
+    def _segment_start(self, schedule: Schedule, start_batch: int) -> int:
+        """The order position where weights for global batch ``start_batch`` begin.
+
+        Positions are samples, or blocks when packing by domain: ``start_batch * G``. With
+        mixed packing positions are documents, and the weights begin with the first document
+        that starts at or after the batch's first token, found under the schedule so far
+        (only earlier documents, whose weights are final, decide where that is).
+        """
+        G = self.global_batch_size
+        if self.packed_tokens is None or self.mixing.packing != "mixed" or start_batch == 0:
+            return start_batch * G
+        order = GlobalOrder(config=self.order_config, domains=self.layouts, schedule=schedule)
+        separator = int(self.mixing.separator_id is not None)
+        cursor = PackedCursor(order, self.packed_tokens,
+                              sequence_length=self.mixing.sequence_length,
+                              separator_length=separator)
+        return max(cursor.first_position_at(start_batch * G * self.mixing.sequence_length),
+                   schedule.segments[-1].start)
 
     @property
     def schedule(self) -> Schedule:
@@ -451,8 +469,13 @@ class StreamMixDataset(StreamingDataset):
                                     schedule=schedule)
             elif order.schedule is not schedule:
                 order = order.with_schedule(schedule)
-                if packer is not None:
+                if isinstance(packer, DomainBlocks):
                     packer.order = order
+                elif packer is not None:  # mixed: documents read ahead may have new weights
+                    packer = PackedCursor(order, self.packed_tokens,
+                                          sequence_length=self.mixing.sequence_length,
+                                          separator_length=packer.separator_length,
+                                          streams=packer.streams)
             if self.packed_tokens is None:
                 ids, domains = self.plan_batch(order, batch, world)
                 samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),

@@ -92,8 +92,9 @@ class PackedCursor:
         cursors = self.order.cursors_at(position)
         return sum(stream.tokens_before(int(c)) for stream, c in zip(self.streams, cursors))
 
-    def _seek(self, token: int) -> None:
-        """Start loading at the last position whose document starts at or before ``token``."""
+    def _last_position_starting_by(self, token: int) -> tuple[int, int]:
+        """``(t, tokens_before(t))`` for the last position ``t`` whose document starts at or
+        before ``token`` (binary search: tokens_before is non-decreasing)."""
         lo, hi = 0, 1
         while self.tokens_before(hi) <= token:
             lo, hi = hi, hi * 2
@@ -103,8 +104,16 @@ class PackedCursor:
                 lo = mid
             else:
                 hi = mid
-        self._next_position = lo
-        self._base = self.tokens_before(lo)
+        return lo, self.tokens_before(lo)
+
+    def first_position_at(self, token: int) -> int:
+        """The first position whose document starts at or after ``token``."""
+        position, before = self._last_position_starting_by(token)
+        return position if before == token else position + 1
+
+    def _seek(self, token: int) -> None:
+        """Start loading at the last position whose document starts at or before ``token``."""
+        self._next_position, self._base = self._last_position_starting_by(token)
 
     def _load_until(self, token: int) -> None:
         while not len(self._end) or self._end[-1] < token:
