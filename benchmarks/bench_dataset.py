@@ -15,8 +15,13 @@ Measured in one run, on generated MDS domains (local, zstd-compressed shards):
    (the channel's append and horizon), the history line, then what a DataLoader worker does
    with it (read the channel, extend its schedule). Medians of the decisions just before
    100, 1,000 and 10,000; flat is the goal.
+5. **Packed throughput** (``--only packed`` or part of the full run): tokens/s of
+   StreamMixDataset packing blocks of ``--block`` tokens by domain from token documents,
+   against upstream StreamingDataset over the same tokens pre-packed into fixed-length MDS
+   samples (as llm-foundry's concat-tokens converter writes them), num_workers 0 and 2; and
+   the time to the first block after resuming at token position 1e10.
 
-    python3 benchmarks/bench_dataset.py [--quick] [--only decisions]
+    python3 benchmarks/bench_dataset.py [--quick] [--only decisions|packed]
 """
 
 from __future__ import annotations
@@ -148,6 +153,106 @@ def bench_stall(dirs: list[Path], *, step_ms: float, batches: int) -> dict:
             / (step_ms / 1000 + steady)}
 
 
+def make_token_domains(root: Path, docs_per_domain: int, block: int) -> tuple[list, list]:
+    """Token documents (random lengths 50-500, uint16 ids) per domain, plus the same tokens
+    pre-packed per domain into ``block``-token samples (separator 0 after each document)."""
+    from streammix.format.sidecar import write_token_counts
+
+    rng = np.random.Generator(np.random.PCG64(1))
+    docs, packed = [], []
+    for name in DOMAINS:
+        out, pre = root / f"tok-{name}", root / f"prepacked-{name}"
+        docs.append(out)
+        packed.append(pre)
+        if out.exists():
+            continue
+        lengths = rng.integers(50, 500, size=docs_per_domain)
+        stream = []
+        with MDSWriter(out=str(out), columns={"tokens": "ndarray:uint16"}, compression="zstd",
+                       size_limit=1 << 22) as writer:
+            for n in lengths:
+                tokens = rng.integers(1, 50_000, size=int(n)).astype(np.uint16)
+                writer.write({"tokens": tokens})
+                stream.append(tokens)
+                stream.append(np.zeros(1, dtype=np.uint16))
+        write_token_counts(out, lengths)
+        flat = np.concatenate(stream)
+        with MDSWriter(out=str(pre), columns={"tokens": "ndarray:uint16"}, compression="zstd",
+                       size_limit=1 << 22) as writer:
+            for i in range(len(flat) // block):
+                writer.write({"tokens": flat[i * block:(i + 1) * block]})
+    return docs, packed
+
+
+def _tokens_per_s(dataset, workers: int, blocks: int, block: int) -> float:
+    loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=_collate)
+    iterator = iter(loader)
+    next(iterator)
+    started = time.perf_counter()
+    served = 0
+    for size in iterator:
+        served += size
+        if served >= blocks:
+            break
+    return served * block / (time.perf_counter() - started)
+
+
+def bench_packed(root: Path, *, docs_per_domain: int, block: int, blocks: int,
+                 repeats: int) -> dict:
+    docs, packed = make_token_domains(root, docs_per_domain, block)
+    result: dict = {"block": block}
+    for workers in (0, 2):
+        ours, theirs = [], []
+        for _ in range(repeats):
+            gc.collect()
+            dataset = StreamMixDataset(
+                streams=[Stream(local=str(d)) for d in docs], batch_size=8,
+                mixing=MixingConfig(seed=1, sequence_length=block, separator_id=0))
+            ours.append(_tokens_per_s(dataset, workers, blocks, block))
+            del dataset
+            gc.collect()
+            upstream = StreamingDataset(streams=[Stream(local=str(d)) for d in packed],
+                                        batch_size=8, shuffle=True, shuffle_seed=1)
+            theirs.append(_tokens_per_s(upstream, workers, blocks, block))
+            del upstream
+        result[workers] = (statistics.median(ours), statistics.median(theirs), ours, theirs)
+    gc.collect()
+    resume = []
+    for _ in range(repeats):
+        dataset = StreamMixDataset(
+            streams=[Stream(local=str(d)) for d in docs], batch_size=8,
+            mixing=MixingConfig(seed=1, sequence_length=block, separator_id=0))
+        position = 10**10 // block // 8 * 8
+        state = dataset.state_dict(num_samples=0, from_beginning=True)
+        epoch, sample = divmod(position, dataset.epoch_size)
+        sample -= sample % 8
+        state.update(epoch=epoch, sample_in_epoch=sample)
+        state["streammix"]["position"] = epoch * dataset.epoch_size + sample
+        del dataset
+        gc.collect()
+        fresh = StreamMixDataset(
+            streams=[Stream(local=str(d)) for d in docs], batch_size=8,
+            mixing=MixingConfig(seed=1, sequence_length=block, separator_id=0))
+        fresh.load_state_dict(state)
+        started = time.perf_counter()
+        next(iter(fresh))
+        resume.append(time.perf_counter() - started)
+        del fresh
+    result["resume_s"] = statistics.median(resume)
+    return result
+
+
+def _print_packed(r: dict) -> None:
+    for workers in (0, 2):
+        ours, theirs, runs_ours, runs_theirs = r[workers]
+        print(f"packed {r['block']}-token blocks, workers={workers}: streammix "
+              f"{ours:,.0f} tokens/s, upstream pre-packed {theirs:,.0f} tokens/s, ratio "
+              f"{ours / theirs:.2f} (runs {[round(x) for x in runs_ours]} vs "
+              f"{[round(x) for x in runs_theirs]})", flush=True)
+    print(f"packed resume at token position 1e10: first block after {r['resume_s']:.3f} s "
+          "(median)", flush=True)
+
+
 def bench_decisions(dirs: list[Path], *, decisions: int, root: Path) -> dict:
     import pickle
 
@@ -203,7 +308,8 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=50.0)
     parser.add_argument("--data", type=Path, default=None, help="keep shards here")
     parser.add_argument("--decisions", type=int, default=10_000)
-    parser.add_argument("--only", choices=["decisions"], default=None,
+    parser.add_argument("--block", type=int, default=512, help="tokens per packed block")
+    parser.add_argument("--only", choices=["decisions", "packed"], default=None,
                         help="run only this part")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -212,6 +318,11 @@ def main() -> None:
         args.resume_position = 1_000_000
     root = args.data or Path(tempfile.mkdtemp(prefix="bench-dataset-"))
     try:
+        if args.only == "packed":
+            _print_packed(bench_packed(root, docs_per_domain=args.samples_per_domain // 10,
+                                       block=args.block, blocks=args.limit // 10,
+                                       repeats=args.repeats))
+            return
         dirs = make_shards(root, args.samples_per_domain)
         if args.only == "decisions":
             _print_decisions(bench_decisions(dirs, decisions=args.decisions, root=root))
@@ -232,6 +343,9 @@ def main() -> None:
               f" ms, stall {r['stall_ms']:.1f} ms = {r['stall_in_batch_times']:.2f} batch times",
               flush=True)
         _print_decisions(bench_decisions(dirs, decisions=args.decisions, root=root))
+        _print_packed(bench_packed(root, docs_per_domain=args.samples_per_domain // 10,
+                                   block=args.block, blocks=args.limit // 10,
+                                   repeats=args.repeats))
     finally:
         if args.data is None:
             shutil.rmtree(root, ignore_errors=True)

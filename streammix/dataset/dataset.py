@@ -54,6 +54,7 @@ from streammix.dataset.sources import DomainSources, resolve_sources
 from streammix.format.remote import node_lock
 
 STATE_VERSION = 1
+RECENT_DOCUMENTS = 16  # documents each reader keeps for packed blocks that share them
 
 
 class StreamMixDataset(StreamingDataset):
@@ -526,13 +527,25 @@ class StreamMixDataset(StreamingDataset):
             sample = self[planned.ids]
             sample["domain"] = planned.domain
             return sample
-        documents = [self[int(i)]["tokens"] for i in planned.ids.tolist()]
+        documents = [self._document_tokens(int(i)) for i in planned.ids.tolist()]
         block = assemble_block(planned.pieces, documents, separator_id=self.mixing.separator_id)
         sample = {"input_ids": block, "labels": block.copy(), "domain": planned.domain}
         if self.mixing.packing == "mixed":
             sample["token_domain"] = np.repeat(planned.pieces.domain.astype(np.int64),
                                                planned.pieces.length)
         return sample
+
+    def _document_tokens(self, sample_id: int) -> np.ndarray:
+        """A document's tokens; the last few are kept, since a document that straddles two
+        blocks is read by both (and the next block of its domain follows soon)."""
+        cache = self.__dict__.setdefault("_recent_documents", {})
+        tokens = cache.get(sample_id)
+        if tokens is None:
+            tokens = self[sample_id]["tokens"]
+            if len(cache) >= RECENT_DOCUMENTS:
+                cache.pop(next(iter(cache)))
+            cache[sample_id] = tokens
+        return tokens
 
     def _shards_of(self, ids: np.ndarray) -> list[int]:
         shards = np.searchsorted(self.sample_offset_per_shard, ids, side="right") - 1
@@ -543,6 +556,7 @@ class StreamMixDataset(StreamingDataset):
         state = self.__dict__.copy()
         state.pop("_prefetcher", None)
         state.pop("_schedule_cache", None)
+        state.pop("_recent_documents", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
