@@ -104,7 +104,8 @@ def test_every_rank_applies_rank_zeros_decision(data, tmp_path) -> None:
     assert firsts == [0.6, 0.7, 0.8, 0.6, 0.7]  # decided at batches 0, 2, 4, 6 and 8
 
 
-@pytest.mark.parametrize("model,packing", [("llama", "domain"), ("gpt2", "mixed")])
+@pytest.mark.parametrize("model,packing", [
+    ("llama", "domain"), pytest.param("gpt2", "mixed", marks=pytest.mark.slow)])
 def test_packed_aioli_with_a_hugging_face_model_resumes_mid_decision(data, tmp_path, model,
                                                                      packing) -> None:
     """Composer's own HuggingFaceModel around a tiny Llama (or GPT-2) made from a config,
