@@ -49,7 +49,7 @@ JUNK_DOMAIN = "junk"
 class DemoConfig:
     out: Path = Path("demo-out")
     steps: int | None = None  # None: as many whole rounds as fit train_budget_s
-    train_budget_s: float = 120.0
+    train_budget_s: float = 100.0
     threads: int | None = None  # None: streammix.demo.sizing.default_threads()
     policy: str = "aioli"
     seed: int = 0

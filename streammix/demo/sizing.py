@@ -64,35 +64,40 @@ def measure_step_seconds(
     lr: float,
     seed: int = 0,
     warmup: int = 2,
-    timed: int = 4,
+    min_steps: int = 5,
+    min_seconds: float = 2.0,
 ) -> float:
-    """Median seconds of one AdamW step of the demo's GPT-2 on random tokens.
+    """Mean seconds of one AdamW step of the demo's GPT-2 on random tokens.
 
-    Uses torch's current thread setting; ``warmup`` steps are run first and not counted.
+    Uses torch's current thread setting; ``warmup`` steps are run first and not counted,
+    then at least ``min_steps`` steps and at least ``min_seconds`` are timed (a mean over
+    a few seconds follows a shared machine's load better than a median of a few steps).
     """
     import torch
 
     from streammix.composer.model import causal_lm_loss, tiny_gpt2
 
-    if warmup < 0 or timed < 1:
-        raise ValueError(f"need warmup >= 0 and timed >= 1, got {warmup}, {timed}")
+    if warmup < 0 or min_steps < 1:
+        raise ValueError(f"need warmup >= 0 and min_steps >= 1, got {warmup}, {min_steps}")
     model = tiny_gpt2(vocab_size=vocab_size, max_seq_len=seq_len, n_layer=n_layer,
                       n_head=n_head, n_embd=n_embd, seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
     batch = {"input_ids": tokens, "labels": tokens, "attention_mask": torch.ones_like(tokens)}
-    times = []
-    for step in range(warmup + timed):
-        started = time.perf_counter()
+    def step() -> None:
         loss = causal_lm_loss(model(batch).logits, batch["labels"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step >= warmup:
-            times.append(time.perf_counter() - started)
-    times.sort()
-    return times[len(times) // 2]
+
+    for _ in range(warmup):
+        step()
+    started, steps = time.perf_counter(), 0
+    while steps < min_steps or time.perf_counter() - started < min_seconds:
+        step()
+        steps += 1
+    return (time.perf_counter() - started) / steps
 
 
 def steps_for_budget(
