@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo-out"),
                       help="working folder (default ./demo-out)")
     demo.add_argument("--steps", type=_number, default=None,
-                      help="training steps (default: as many as fit about 100 s of training, from a "
-                      "measured step time)")
+                      help="training steps (default: whole 60-step rounds for about 100 s of "
+                      "training from a measured step time, at least 600)")
     demo.add_argument("--threads", type=_number, default=None,
                       help="torch threads (default: the cores free now, round(cores - 1-minute "
                       "load average), at least 1)")

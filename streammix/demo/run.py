@@ -86,7 +86,7 @@ class DemoConfig:
 ROUND_STEPS = 60
 DEMO_AIOLI = {"lp_rounds": 1, "lp_steps": 4, "update_steps": ROUND_STEPS, "eta": 10.0,
               "one_hot_factor": 0.7}
-MIN_ROUNDS, MAX_ROUNDS = 3, 40
+MIN_ROUNDS, MAX_ROUNDS = 10, 40  # the weights move visibly from about the 6th round
 
 
 def _step(message: str) -> float:
@@ -260,7 +260,8 @@ def _report(result: dict[str, Any], steps: int) -> None:
               f"{sum(real) / len(real):+.3f} on average; junk got {share:.0%} of the samples "
               f"(a uniform mix: {uniform:.0%}). " + (
                   "Shuffled characters have little left to teach once their frequencies are "
-                  "learned; the probes measured that and the weights moved away from junk."
+                  "learned" + ("; the probes measured that" if result["policy"] == "aioli" else "")
+                  + " and the weights moved away from junk."
                   if share < uniform else
                   "This run did not move weight away from junk; try more --steps."))
 
