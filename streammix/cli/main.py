@@ -108,13 +108,18 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="build a corpus from this machine's files and train a tiny GPT-2 with "
         "online mixing", description="The end-to-end demo: collects three domains of real text "
         "already on this machine (Python standard library code, Python documentation topics, "
-        "installed packages' descriptions), trains a tokenizer, runs streammix-build, prints "
-        "the SampleMix plan and trains a small GPT-2 on the CPU with Aioli online mixing, "
-        "printing weights and losses and leaving plots behind. Nothing is downloaded.")
+        "installed packages' descriptions) plus a junk domain of the same text with its "
+        "characters shuffled, trains a tokenizer, runs streammix-build, prints the SampleMix "
+        "plan and trains a small GPT-2 on the CPU with Aioli online mixing, printing progress, "
+        "weights and losses and leaving plots behind. Nothing is downloaded.")
     demo.add_argument("--out", type=Path, default=Path("demo-out"),
                       help="working folder (default ./demo-out)")
     demo.add_argument("--steps", type=_number, default=None,
-                      help="training steps (default: sized to take a few minutes)")
+                      help="training steps (default: whole 60-step rounds for about 100 s of "
+                      "training from a measured step time, at least 600)")
+    demo.add_argument("--threads", type=_number, default=None,
+                      help="torch threads (default: the cores free now, round(cores - 1-minute "
+                      "load average), at least 1)")
     demo.add_argument("--policy", default="aioli", choices=DEMO_POLICIES,
                       help="online mixing policy (default aioli)")
     demo.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
@@ -206,7 +211,8 @@ def _plot(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from streammix.demo.run import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out=args.out, steps=args.steps, policy=args.policy, seed=args.seed,
+    run_demo(DemoConfig(out=args.out, steps=args.steps, threads=args.threads,
+                        policy=args.policy, seed=args.seed,
                         max_docs_per_domain=args.max_docs_per_domain))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,15 +54,30 @@ class ExperimentConfig:
     pad_id: int = 0
     val_samples: int = 64
     num_workers: int = 0
-    verbose: bool = False
+    verbose: bool = False                       # print decisions and progress
+    progress_every_s: float = 5.0               # seconds between progress lines (verbose)
+
+
+def _domain_values(names: Sequence[str], values: Sequence[float | None] | None,
+                   fmt: str) -> str:
+    if values is None:
+        return ""
+    return " | ".join(f"{n} {format(v, fmt)}" for n, v in zip(names, values) if v is not None)
 
 
 class PrintDecisions(Callback):
-    """Prints each OnlineMixing decision: weights, and the losses that led to it."""
+    """Prints each OnlineMixing decision that training uses: weights and the losses behind it.
 
-    def __init__(self, mixing: OnlineMixing) -> None:
+    Probe decisions (a phase starting with ``probe``: a few steps that measure a domain, as
+    in Aioli's LearnParams) are counted, not printed one by one. A decision made at or after
+    ``max_steps`` never trains (the run ends there) and is not printed.
+    """
+
+    def __init__(self, mixing: OnlineMixing, *, max_steps: int) -> None:
         self.mixing = mixing
+        self.max_steps = max_steps
         self.printed = 0
+        self.probes = 0
 
     def run_event(self, event: Event, state: State, logger: Logger) -> None:
         if event not in (Event.BATCH_END, Event.FIT_START):
@@ -71,12 +86,71 @@ class PrintDecisions(Callback):
         while self.printed < len(self.mixing.history):
             record = self.mixing.history[self.printed]
             self.printed += 1
-            losses = record["val_loss"] or record["train_loss"]
-            kind = "val" if record["val_loss"] else "train"
-            parts = [f"{n}: w={w:.3f}" + (f" {kind}={loss:.3f}" if loss is not None else "")
-                     for n, w, loss in zip(names, record["weights"], losses or [None] * len(names))]
-            print(f"   step {record['step']:>5} {record['phase']:<10} " + " | ".join(parts),
+            step = int(record["step"])
+            kind = "held-out" if record["val_loss"] else "training"
+            losses = _domain_values(names, record["val_loss"] or record["train_loss"], ".3f")
+            if step >= self.max_steps:
+                continue  # measured at the end; never trained on
+            if str(record["phase"]).startswith("probe"):
+                self.probes += 1
+                continue
+            probed = f" after {self.probes} probes" if self.probes else ""
+            self.probes = 0
+            until = min(self.max_steps, step + int(record.get("num_steps") or 0))
+            print(f"   step {step:>5} {record['phase']} decision{probed}, used for steps "
+                  f"{step}-{until}:", flush=True)
+            print(f"         weights        {_domain_values(names, record['weights'], '.3f')}",
                   flush=True)
+            effect = [record["info"].get(f"abar_colsum_{d}") for d in range(len(names))]
+            if all(e is not None for e in effect):
+                print(f"         probe effect   {_domain_values(names, effect, '.3f')}  "
+                      "(share of the held-out loss drop the probes credit to each domain)",
+                      flush=True)
+            if losses:
+                print(f"         {kind + ' loss':<14} {losses}", flush=True)
+
+
+class PrintProgress(Callback):
+    """Every ``every_s`` seconds (and at the last step): step, loss, tokens/s and ETA.
+
+    The loss is the mean training loss of the steps since the previous line; tokens are the
+    batch's target tokens (labels other than -100); the ETA extrapolates the time per step
+    so far, evaluation passes of the mixing policy included.
+    """
+
+    def __init__(self, *, max_steps: int, every_s: float = 5.0) -> None:
+        if every_s <= 0:
+            raise ValueError(f"every_s must be > 0, got {every_s}")
+        self.max_steps = max_steps
+        self.every_s = every_s
+        self._started = 0.0
+        self._last = 0.0
+        self._losses: list[float] = []
+        self._tokens = 0
+
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.FIT_START:
+            self._started = self._last = time.perf_counter()
+            return
+        if event != Event.BATCH_END:
+            return
+        labels = state.batch["labels"] if isinstance(state.batch, Mapping) else None
+        if labels is not None:
+            self._tokens += int((labels[:, 1:] != -100).sum())
+        loss = state.loss
+        if isinstance(loss, torch.Tensor):
+            self._losses.append(float(loss.detach()))
+        now = time.perf_counter()
+        step = int(state.timestamp.batch)
+        if now - self._last < self.every_s and step < self.max_steps:
+            return
+        per_step = (now - self._started) / max(step, 1)
+        eta = per_step * (self.max_steps - step)
+        mean_loss = sum(self._losses) / len(self._losses) if self._losses else math.nan
+        print(f"   step {step:>5}/{self.max_steps}  loss {mean_loss:6.3f}  "
+              f"{self._tokens / (now - self._last):8,.0f} tokens/s  "
+              f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", flush=True)
+        self._last, self._losses, self._tokens = now, [], 0
 
 
 def held_out_loss(model: torch.nn.Module, dataset: StreamMixDataset, collate: LMCollator,
@@ -125,7 +199,9 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
                                        history_path=out / "history.jsonl")
         callbacks.append(mixing_callback)
         if config.verbose:
-            callbacks.append(PrintDecisions(mixing_callback))
+            callbacks.append(PrintDecisions(mixing_callback, max_steps=config.steps))
+    if config.verbose:
+        callbacks.append(PrintProgress(max_steps=config.steps, every_s=config.progress_every_s))
     trainer = Trainer(model=model, optimizers=DecoupledAdamW(model.parameters(), lr=config.lr),
                       train_dataloader=loader, max_duration=f"{config.steps}ba",
                       callbacks=callbacks, device="cpu", seed=config.seed, progress_bar=False,

@@ -135,19 +135,36 @@ def _draw_losses(
 
 
 def plot_history(
-    history: list[dict], path: str | Path, *, domain_names: list[str] | None = None
+    history: list[dict],
+    path: str | Path,
+    *,
+    domain_names: list[str] | None = None,
+    end_step: int | None = None,
 ) -> Path:
     """Render ``history`` to a PNG at ``path`` (parents created) and return the path."""
-    figure = history_figure(history, domain_names=domain_names)
+    figure = history_figure(history, domain_names=domain_names, end_step=end_step)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
 
 
-def history_figure(history: list[dict], *, domain_names: list[str] | None = None) -> Figure:
-    """The figure :func:`plot_history` saves: weights, losses and a caption."""
+def history_figure(
+    history: list[dict], *, domain_names: list[str] | None = None, end_step: int | None = None
+) -> Figure:
+    """The figure :func:`plot_history` saves: weights, losses and a caption.
+
+    ``end_step``: the step training stopped at. Decisions made at or after it never trained
+    (a run that ends after a round has already asked for the next round's first probe):
+    their weights are left out and the weight panel ends there; the losses measured at
+    that step are still drawn.
+    """
     columns = _columns(history)
+    trained = np.ones(len(history), dtype=bool)
+    if end_step is not None:
+        trained = columns["steps"] < end_step
+        if not trained.any():
+            raise ValueError(f"no decision starts before end_step={end_step}")
     num_domains = columns["weights"].shape[1]
     names = (
         list(domain_names)
@@ -161,11 +178,15 @@ def history_figure(history: list[dict], *, domain_names: list[str] | None = None
     figure.get_layout_engine().set(rect=(0.0, 0.07, 1.0, 0.93))  # room for the caption
     weight_ax, loss_ax = figure.subplots(2, 1, sharex=True)
     colors = _palette(num_domains)
-    end = _end_step(history, columns["steps"])
-    probes = np.array([str(r.get("phase", "")).startswith("probe") for r in history])
-    _draw_weights(weight_ax, columns["steps"], end, columns["weights"], names, colors, probes)
+    used = [r for r, keep in zip(history, trained) if keep]
+    end = _end_step(used, columns["steps"][trained])
+    if end_step is not None:
+        end = min(end, end_step)
+    probes = np.array([str(r.get("phase", "")).startswith("probe") for r in used])
+    _draw_weights(weight_ax, columns["steps"][trained], end, columns["weights"][trained], names,
+                  colors, probes)
     _draw_losses(loss_ax, columns["steps"], columns["train"], columns["val"], names, colors)
-    decisions = len(history) - int(probes.sum())
+    decisions = len(used) - int(probes.sum())
     weight_ax.set_title(
         f"online mixing: {decisions} decisions"
         + (f" and {int(probes.sum())} probes" if probes.any() else "")

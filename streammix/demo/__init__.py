@@ -1,6 +1,6 @@
 """Building blocks for the local demo: a corpus from files on this machine, a locally
 trained byte-level BPE tokenizer (``streammix.demo.tokenizer``, needs ``tokenizers`` and
-``transformers``) and noise documents. Nothing here downloads anything.
+``transformers``), noise and junk documents. Nothing here downloads anything.
 
 Importing this package imports only the standard library and numpy.
 """
@@ -10,6 +10,7 @@ from streammix.demo.local_corpus import (
     CorpusSources,
     EmptyDomainError,
     collect_local_corpus,
+    junk_documents,
     noise_documents,
     read_jsonl_texts,
     summarize_corpus,
@@ -20,6 +21,7 @@ __all__ = [
     "CorpusSources",
     "EmptyDomainError",
     "collect_local_corpus",
+    "junk_documents",
     "noise_documents",
     "read_jsonl_texts",
     "summarize_corpus",

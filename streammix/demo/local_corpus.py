@@ -330,3 +330,29 @@ def noise_documents(
     rng = np.random.Generator(np.random.PCG64(seed))
     choices = rng.integers(0, len(words), size=(num_docs, words_per_doc))
     return [" ".join(words[i] for i in row) for row in choices]
+
+
+def junk_documents(texts: Sequence[str], num_docs: int, *, seed: int) -> list[str]:
+    """``num_docs`` documents of shuffled characters: junk with real text's character mix.
+
+    Document ``i`` is ``texts[i % len(texts)]`` with its characters permuted by
+    ``numpy.random.Generator(PCG64(seed))`` created here (one generator for the whole call),
+    so the junk has the same length and character frequencies as the real text and no
+    words, lines or syntax: a model can learn its character frequencies in a few steps and
+    nothing after that. The same arguments always give the same documents.
+    """
+    if isinstance(num_docs, bool) or not isinstance(num_docs, int | np.integer) or num_docs < 0:
+        raise ValueError(f"num_docs must be a non-negative int, got {num_docs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    sources = [t for t in texts if isinstance(t, str) and t]
+    if num_docs and not sources:
+        raise ValueError("texts must hold at least one non-empty string")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    junk = []
+    for i in range(num_docs):
+        chars = np.array(list(sources[i % len(sources)]))
+        junk.append("".join(chars[rng.permutation(chars.size)]))
+    return junk

@@ -80,3 +80,18 @@ def test_plot_history_labels_axes_marks_probes_and_says_what_to_see() -> None:
     assert "probe (not a decision)" in weight_ax.get_legend_handles_labels()[1]
     assert [t.get_text() for t in figure.texts] == [CAPTION]
     assert CAPTION.startswith("What to see:") and CAPTION.count(". ") == 0
+
+
+def test_plot_history_end_step_leaves_out_decisions_that_never_trained() -> None:
+    from streammix.composer.plot import history_figure
+
+    history = simulated_history()
+    end = history[-1]["step"]  # the last record starts where the run ends: it never trained
+    full = history_figure(history, domain_names=["web", "code", "books"])
+    cut = history_figure(history, domain_names=["web", "code", "books"], end_step=end)
+    assert full.axes[0].get_xlim()[1] > end
+    assert cut.axes[0].get_xlim() == (0.0, float(end))
+    decisions = sum(not str(r["phase"]).startswith("probe") for r in history[:-1])
+    assert cut.axes[0].get_title().startswith(f"online mixing: {decisions} decisions")
+    with pytest.raises(ValueError, match="no decision starts before"):
+        history_figure(history, end_step=0)
