@@ -25,6 +25,8 @@ thread-safe (they cache state).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numba
 import numpy as np
 
@@ -126,28 +128,10 @@ class Lane:
         counts = self._counts_at(index, position) - self._base(index)
         return np.asarray(self.schedule.segments[index].cursors, dtype=np.int64) + counts
 
-    def samples(self, start: int, stop: int, out: tuple[np.ndarray, np.ndarray]) -> None:
-        """(domain, sample) of lane positions ``[start, stop)`` into ``out`` (int32, int64)."""
-        domains, samples = out
-        position = start
-        while position < stop:
-            index = self.schedule.segment_index_at(position)
-            end = self.schedule.segment_end(index)
-            end = stop if end is None else min(stop, end)
-            counts = self._counts_at(index, position)
-            lo, hi = position - start, end - start
-            _, new_counts, sample_index = self._picks(
-                index, position, counts, end - position, record=True, with_index=True,
-                out=domains[lo:hi], index_out=self._scratch("index", hi - lo),
-            )  # fmt: skip
-            self._samples_of_picks(index, domains[lo:hi], sample_index, counts,
-                                   new_counts - counts, samples[lo:hi])  # fmt: skip
-            self._state = (index, end, new_counts)
-            position = end
-
-    def elements(self, start: int, stop: int, out: tuple[np.ndarray, np.ndarray]) -> None:
-        """(domain, element of the domain's stream) of lane positions ``[start, stop)``."""
-        domains, elements = out
+    def _walk(self, start: int, stop: int, domains: np.ndarray,
+              index_out: Callable[[int, int], np.ndarray]) -> Iterator[tuple]:
+        """Interleave lane positions ``[start, stop)`` segment by segment into ``domains``;
+        yields ``(segment, lo, hi, counts before, counts after, index within segment)``."""
         position = start
         while position < stop:
             index = self.schedule.segment_index_at(position)
@@ -157,13 +141,29 @@ class Lane:
             lo, hi = position - start, end - start
             _, new_counts, within = self._picks(
                 index, position, counts, end - position, record=True, with_index=True,
-                out=domains[lo:hi], index_out=elements[lo:hi],
+                out=domains[lo:hi], index_out=index_out(lo, hi),
             )  # fmt: skip
+            yield index, lo, hi, counts, new_counts, within
+            self._state = (index, end, new_counts)
+            position = end
+
+    def samples(self, start: int, stop: int, out: tuple[np.ndarray, np.ndarray]) -> None:
+        """(domain, sample) of lane positions ``[start, stop)`` into ``out`` (int32, int64)."""
+        domains, samples = out
+        scratch = lambda lo, hi: self._scratch("index", hi - lo)  # noqa: E731
+        for index, lo, hi, counts, new_counts, within in self._walk(start, stop, domains,
+                                                                    scratch):
+            self._samples_of_picks(index, domains[lo:hi], within, counts,
+                                   new_counts - counts, samples[lo:hi])  # fmt: skip
+
+    def elements(self, start: int, stop: int, out: tuple[np.ndarray, np.ndarray]) -> None:
+        """(domain, element of the domain's stream) of lane positions ``[start, stop)``."""
+        domains, elements = out
+        for index, lo, hi, _, _, within in self._walk(start, stop, domains,
+                                                      lambda lo, hi: elements[lo:hi]):
             first = (np.asarray(self.schedule.segments[index].cursors, dtype=np.int64)
                      - self._base(index))
             elements[lo:hi] = first[domains[lo:hi]] + within
-            self._state = (index, end, new_counts)
-            position = end
 
     def _scratch(self, name: str, size: int) -> np.ndarray:
         """A reusable int64 work array of ``size`` (grows, never shrinks)."""
