@@ -39,17 +39,22 @@ class OrderConfig:
 
     ``window_shards`` (default 4): shards whose samples are shuffled together; a reader's
     working set is about this many shards per domain. Larger mixes better, costs cache.
+    ``shuffle`` (default True): False lists every pass in shard order and sample order
+    (the interleave still blends the domains).
     """
 
     seed: int
     window_shards: int = DEFAULT_WINDOW_SHARDS
     interleave: str = "greedy"
+    shuffle: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int | np.integer) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.window_shards < 1:
             raise ValueError(f"window_shards must be >= 1, got {self.window_shards}")
+        if not isinstance(self.shuffle, bool):
+            raise TypeError(f"shuffle must be a bool, got {self.shuffle!r}")
         if self.interleave not in INTERLEAVE_METHODS:
             raise ValueError(
                 f"interleave must be one of {INTERLEAVE_METHODS}, got {self.interleave!r}"
@@ -86,7 +91,8 @@ class GlobalOrder:
         self.domains = tuple(domains)
         self.schedule = schedule
         self._tables = _tables or [
-            PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards)
+            PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards,
+                       shuffle=config.shuffle)
             for d, layout in enumerate(domains)
         ]
         self._state: tuple[int, int, np.ndarray] | None = None  # (segment, position, counts)
@@ -215,7 +221,8 @@ def order_reference(*, config: OrderConfig, domains: Sequence[DomainLayout], sch
         while len(streams[d]) <= e:
             k = len(streams[d]) // domains[d].pass_size
             streams[d].extend(pass_reference(domains[d], seed=config.seed, domain=d, pass_index=k,
-                                             window_shards=config.window_shards))  # fmt: skip
+                                             window_shards=config.window_shards,
+                                             shuffle=config.shuffle))  # fmt: skip
         return streams[d][e]
 
     consumed = [0] * schedule.num_domains

@@ -15,6 +15,9 @@ Pass ``k`` of domain ``d`` is shuffled with shard locality:
    the counter-based RNG: for ``i = n-1 .. 1``, ``r = key(seed, PURPOSE_WINDOW, d, k, w, i)``,
    swap ``i`` with ``j = ((r >> 32) * (i + 1)) >> 32``.
 
+Unshuffled passes (``shuffle=False``, upstream's ``shuffle=False``) skip both steps: every
+pass lists the shards in index order and each shard's elements in sample order.
+
 An offset maps to its window by a binary search in the pass's window prefix sums (``O(S)``
 per pass, cached). The window itself is materialized once and cached (``8 * n_w`` bytes
 per domain): Fisher-Yates costs about a nanosecond per element, where a random-access
@@ -87,12 +90,14 @@ class DomainLayout:
 class PassTables:
     """Per-domain constant arrays plus a cache of one pass's tables and one window."""
 
-    def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int) -> None:
+    def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int,
+                 shuffle: bool = True) -> None:
         if window_shards < 1:
             raise ValueError(f"window_shards must be >= 1, got {window_shards}")
         sizes = np.asarray(layout.shard_sizes, dtype=np.int64)
         self.num_shards = sizes.shape[0]
         self.window_shards = int(window_shards)
+        self.shuffle = bool(shuffle)
         self.shard_sample_start = np.zeros(self.num_shards + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.shard_sample_start[1:])
         if layout.repeat_counts is None:
@@ -133,18 +138,18 @@ class PassTables:
                 np.int64(first_element), np.int64(self.pass_size), self.shard_elems,
                 self.shard_sample_start, self.counts, np.int64(self.window_shards),
                 self.order_key, self.window_key, self.cache_ids, self.cache_order,
-                self.cache_prefix, self.cache_window, out,
+                self.cache_prefix, self.cache_window, out, self.shuffle,
             )  # fmt: skip
         return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
+def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix, shuffle):
     num_shards = shard_elems.shape[0]
     key = fold_nb(order_key, k)
     hb = feistel_half_bits(max(num_shards, 1))
     for j in range(num_shards):
-        order[j] = permute_index_nb(j, num_shards, key, hb)
+        order[j] = permute_index_nb(j, num_shards, key, hb) if shuffle else j
     prefix[0] = 0
     for w in range(prefix.shape[0] - 1):
         total = 0
@@ -154,7 +159,8 @@ def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
 
 
 @numba.njit(cache=True, nogil=True)
-def _build_window_nb(k, w, window_shards, order, shard_sample_start, counts, window_key, buf):
+def _build_window_nb(k, w, window_shards, order, shard_sample_start, counts, window_key, buf,
+                     shuffle):
     n = 0
     for j in range(w * window_shards, min((w + 1) * window_shards, order.shape[0])):
         shard = order[j]
@@ -163,6 +169,8 @@ def _build_window_nb(k, w, window_shards, order, shard_sample_start, counts, win
             for _ in range(repeats):
                 buf[n] = sample
                 n += 1
+    if not shuffle:
+        return
     key = fold_nb(fold_nb(window_key, k), w)
     for i in range(n - 1, 0, -1):
         r = fold_nb(key, i)
@@ -184,19 +192,21 @@ def _window_of_nb(prefix, offset):
 
 @numba.njit(cache=True, nogil=True)
 def stream_samples_nb(first, pass_size, shard_elems, shard_sample_start, counts, window_shards,
-                      order_key, window_key, cache_ids, order, prefix, window, out):  # fmt: skip
+                      order_key, window_key, cache_ids, order, prefix, window, out,
+                      shuffle):  # fmt: skip
     i = 0
     while i < out.shape[0]:
         element = first + i
         k = element // pass_size
         offset = element - k * pass_size
         if k != cache_ids[0]:
-            _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix)
+            _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix, shuffle)
             cache_ids[0], cache_ids[1] = k, -1
         w = _window_of_nb(prefix, offset)
         if w != cache_ids[1]:
             _build_window_nb(
-                k, w, window_shards, order, shard_sample_start, counts, window_key, window
+                k, w, window_shards, order, shard_sample_start, counts, window_key, window,
+                shuffle,
             )
             cache_ids[1] = w
         local = offset - prefix[w]
@@ -209,7 +219,8 @@ def stream_samples_nb(first, pass_size, shard_elems, shard_sample_start, counts,
 
 
 def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: int,
-                   window_shards: int = DEFAULT_WINDOW_SHARDS) -> list[int]:  # fmt: skip
+                   window_shards: int = DEFAULT_WINDOW_SHARDS,
+                   shuffle: bool = True) -> list[int]:  # fmt: skip
     """Pass ``pass_index`` of a domain as a list of sample ids, built the obvious way."""
     sizes = list(layout.shard_sizes)
     counts = [1] * sum(sizes) if layout.repeat_counts is None else list(layout.repeat_counts)
@@ -219,12 +230,13 @@ def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: 
         for s in range(len(sizes))
     ]
     order_key = derive_key(seed, PURPOSE_SHARD_ORDER, domain, pass_index)
-    order = [permute_index_reference(j, len(sizes), order_key) for j in range(len(sizes))]
+    order = [permute_index_reference(j, len(sizes), order_key) if shuffle else j
+             for j in range(len(sizes))]
     result: list[int] = []
     for w, start in enumerate(range(0, len(sizes), window_shards)):
         window = [e for s in order[start : start + window_shards] for e in shard_elements[s]]
         key = derive_key(seed, PURPOSE_WINDOW, domain, pass_index, w)
-        for i in range(len(window) - 1, 0, -1):
+        for i in range(len(window) - 1 if shuffle else 0, 0, -1):
             j = ((mix64(key ^ i) >> 32) * (i + 1)) >> 32
             window[i], window[j] = window[j], window[i]
         result.extend(window)
@@ -232,7 +244,8 @@ def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: 
 
 
 def stream_reference(layout: DomainLayout, *, seed: int, domain: int, first_element: int,
-                     count: int, window_shards: int = DEFAULT_WINDOW_SHARDS) -> list[int]:  # fmt: skip
+                     count: int, window_shards: int = DEFAULT_WINDOW_SHARDS,
+                     shuffle: bool = True) -> list[int]:  # fmt: skip
     """Elements ``[first_element, first_element + count)`` of the endless stream (reference)."""
     size = layout.pass_size
     passes: dict[int, list[int]] = {}
@@ -241,7 +254,8 @@ def stream_reference(layout: DomainLayout, *, seed: int, domain: int, first_elem
         k = element // size
         if k not in passes:
             passes[k] = pass_reference(
-                layout, seed=seed, domain=domain, pass_index=k, window_shards=window_shards
+                layout, seed=seed, domain=domain, pass_index=k, window_shards=window_shards,
+                shuffle=shuffle,
             )
         result.append(passes[k][element % size])
     return result
