@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import threading
@@ -45,9 +46,16 @@ from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.packing import BlockPieces, PackedCursor, assemble_block
 from streammix.dataset.sources import DomainSources, resolve_sources
+from streammix.dataset.upstream_args import (
+    check_upstream_kwargs,
+    given_stream_weighting,
+    stream_domain_weights,
+    stream_sample_counts,
+)
 from streammix.format.remote import node_lock
 
 STATE_VERSION = 1
+logger = logging.getLogger(__name__)
 
 
 class StreamMixDataset(StreamingDataset):
@@ -62,13 +70,13 @@ class StreamMixDataset(StreamingDataset):
 
     def __init__(self, *, mixing: MixingConfig | None = None, **kwargs: Any) -> None:
         self.mixing = mixing if mixing is not None else MixingConfig()
-        if kwargs.get("batch_size") is None:
-            raise ValueError("StreamMixDataset needs batch_size (samples per device per batch)")
+        self.upstream_options = check_upstream_kwargs(kwargs, self.mixing)
         sources = resolve_sources(
             local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
             streams=kwargs.pop("streams", None), split=self.mixing.split,
             domains=self.mixing.domains,
         )
+        weighting = given_stream_weighting(sources.streams)
         self._streammix_epoch_size_given = kwargs.get("epoch_size") is not None
         super().__init__(streams=list(sources.streams), **kwargs)
         sources.verify_layout()  # after upstream fetched each index.json
@@ -79,15 +87,31 @@ class StreamMixDataset(StreamingDataset):
                 "rebuild with streammix-build --tokenizer", stacklevel=2)
         self.domain_names = sources.names
         self._sources = sources
-        self._init_order(sources)
+        self._init_order(sources, weighting)
         self._epoch_baseline = int(self.next_epoch)
 
     # ------------------------------------------------------------------ construction
 
-    def _init_order(self, sources: DomainSources) -> None:
-        mixing = self.mixing
-        world = self._parallel_rank_world
-        self.global_batch_size = mixing.global_batch_size or self.batch_size * world.num_ranks
+    @property
+    def whole_batch_epochs(self) -> bool:
+        """Whether epochs are whole global batches (weights change by global batch index).
+
+        Online weights and a static ``schedule`` are indexed by global batch, so their epochs
+        are rounded down to whole global batches; otherwise an epoch is exactly
+        ``epoch_size`` samples and its last global batch may be partial.
+        """
+        return self.mixing.weight_updates != "static" or bool(self.mixing.schedule)
+
+    def _init_batch_size(self, world: World) -> None:
+        if self.batch_size is None:
+            if self.whole_batch_epochs:
+                raise ValueError(
+                    "StreamMixDataset needs batch_size (samples per device per batch) at "
+                    "construction when weights change during the run (online weights or "
+                    "MixingConfig.schedule): the changes are indexed by global batch")
+            self.global_batch_size = None
+            return
+        self.global_batch_size = self.mixing.global_batch_size or self.batch_size * world.num_ranks
         if self.global_batch_size % world.num_ranks:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not divisible by the "
@@ -99,22 +123,48 @@ class StreamMixDataset(StreamingDataset):
                 f"{self.global_batch_size} over {world.num_ranks} ranks "
                 f"(expected {self.global_batch_size // world.num_ranks})"
             )
+
+    def _require_batch_size(self) -> int:
+        """The global batch size; a clear error if ``batch_size`` was never given."""
+        if self.global_batch_size is None:
+            raise ValueError(
+                "Please pass batch_size to StreamMixDataset (samples per device per batch, the "
+                "same as the DataLoader's): the order's global batches and the resume state "
+                "need it, as upstream StreamingDataset needs it to iterate")
+        return self.global_batch_size
+
+    def _counts_and_weights(self, sources: DomainSources, weighting: str) -> tuple:
+        mixing = self.mixing
+        if weighting == "absolute":
+            counts = stream_sample_counts(
+                self.streams, self.domain_names, self.samples_per_stream.tolist(),
+                mixing=mixing, options=self.upstream_options, seed=self.order_seed)
+        else:
+            counts = sources.load_sample_counts(mixing.sample_counts)
+        weights = mixing.domain_weights
+        if weighting == "relative":
+            weights = stream_domain_weights(self.streams, self.domain_names, mixing)
+        return counts, weights
+
+    def _init_order(self, sources: DomainSources, weighting: str = "none") -> None:
+        mixing = self.mixing
+        world = self._parallel_rank_world
+        self._init_batch_size(world)
         self.order_seed = mixing.seed if mixing.seed is not None else int(self.shuffle_seed)
-        counts = sources.load_sample_counts(mixing.sample_counts)
+        counts, domain_weights = self._counts_and_weights(sources, weighting)
         layouts = []
         for d, name in enumerate(self.domain_names):
             begin = int(self.shard_offset_per_stream[d])
             end = begin + int(self.shards_per_stream[d])
             layouts.append(DomainLayout(
                 shard_sizes=tuple(int(x) for x in self.samples_per_shard[begin:end]),
-                repeat_counts=None if counts is None else counts[name],
+                repeat_counts=None if counts is None else counts.get(name),
             ))
         pass_sizes = np.array([layout.pass_size for layout in layouts], dtype=np.int64)
         if pass_sizes.sum() <= 0:
             raise ValueError("no domain has samples to draw (every repeat count is zero)")
         self._pass_sizes = pass_sizes
-        self.initial_weights = self._weights_vector(mixing.domain_weights, pass_sizes,
-                                                    "domain_weights")
+        self.initial_weights = self._weights_vector(domain_weights, pass_sizes, "domain_weights")
         self._static_updates = tuple(
             (int(start), self._weights_vector(w, pass_sizes, f"schedule at batch {start}"))
             for start, w in mixing.schedule
@@ -126,16 +176,10 @@ class StreamMixDataset(StreamingDataset):
             natural = _packed_blocks(self.packed_tokens, self.layouts, mixing)
         else:
             natural = int(pass_sizes.sum())
-        epoch_size = int(self.epoch_size) if self._user_epoch_size else natural
-        self.epoch_size = (epoch_size // self.global_batch_size) * self.global_batch_size
-        if self.epoch_size == 0:
-            raise ValueError(
-                f"epoch of {epoch_size} samples is smaller than one global batch "
-                f"({self.global_batch_size})"
-            )
-        self.length = self.epoch_size // world.num_ranks
+        self._init_epoch(int(self.epoch_size) if self._user_epoch_size else natural, world)
         self.order_config = OrderConfig(seed=self.order_seed, window_shards=mixing.window_shards,
-                                        interleave=mixing.interleave)
+                                        interleave=mixing.interleave,
+                                        shuffle=self.upstream_options.shuffle)
         self.fingerprint = self._compute_fingerprint(sources, counts)
         self._published: tuple[tuple[int, tuple[float, ...]], ...] = ()
         self._horizon = 0
@@ -143,6 +187,20 @@ class StreamMixDataset(StreamingDataset):
         if mixing.weight_updates != "static":
             self.channel = WeightChannel.create(num_domains=len(self.domain_names))
         self._schedule_cache: tuple[tuple, Schedule] | None = None
+
+    def _init_epoch(self, epoch_size: int, world: World) -> None:
+        """Epoch size and ``len()``: see :attr:`whole_batch_epochs`."""
+        if self.whole_batch_epochs:
+            G = self._require_batch_size()
+            if epoch_size < G:
+                raise ValueError(f"epoch of {epoch_size} samples is smaller than one global "
+                                 f"batch ({G})")
+            epoch_size = (epoch_size // G) * G
+        if epoch_size <= 0:
+            raise ValueError(f"an epoch needs at least one sample, got epoch_size {epoch_size}")
+        self.epoch_size = epoch_size
+        # as upstream: a partial last global batch is padded to the same count on every rank
+        self.length = -(-epoch_size // world.num_ranks)
 
     @property
     def _user_epoch_size(self) -> bool:
@@ -186,10 +244,13 @@ class StreamMixDataset(StreamingDataset):
             "sequence_length": self.mixing.sequence_length,
             "separator_id": self.mixing.separator_id,
         }
+        if not self.upstream_options.shuffle:
+            layout["shuffle"] = False  # only when set: fingerprints of shuffled runs unchanged
         digest.update(json.dumps(layout, sort_keys=True).encode())
         if counts is not None:
             for name in self.domain_names:
-                digest.update(np.ascontiguousarray(counts[name], dtype=np.int64).tobytes())
+                if counts.get(name) is not None:
+                    digest.update(np.ascontiguousarray(counts[name], dtype=np.int64).tobytes())
         return digest.hexdigest()
 
     # ------------------------------------------------------------------ schedule
@@ -307,6 +368,7 @@ class StreamMixDataset(StreamingDataset):
         with nothing counted in it, is therefore a finished one: the state names the next
         epoch. The absolute position in the run is stored beside and checked on load.
         """
+        self._require_batch_size()
         obj = super().state_dict(num_samples, from_beginning)
         # upstream reports epoch -1 before the first iteration; the samples count from epoch 0
         epoch = max(int(obj["epoch"]), 0)
@@ -334,13 +396,15 @@ class StreamMixDataset(StreamingDataset):
             )
         mine = obj.get("streammix")
         if mine is None:
-            raise ValueError("this state was not written by StreamMixDataset (no 'streammix' key)")
+            self._adopt_upstream_state(obj)
+            return
         if mine.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported StreamMixDataset state version {mine.get('version')}")
-        if obj["sample_in_epoch"] % self.global_batch_size:
+        G = self._require_batch_size()
+        if obj["sample_in_epoch"] % G and obj["sample_in_epoch"] != self.epoch_size:
             raise ValueError(
                 f"cannot resume at sample {obj['sample_in_epoch']}: not a multiple of the global "
-                f"batch size {self.global_batch_size}"
+                f"batch size {G}"
             )
         absolute = int(obj["epoch"]) * self.epoch_size + int(obj["sample_in_epoch"])
         if int(mine["position"]) != absolute:
@@ -366,6 +430,33 @@ class StreamMixDataset(StreamingDataset):
             self.channel = WeightChannel.create(num_domains=len(self.domain_names),
                                                 horizon=self._horizon, updates=published)
         upstream = {k: v for k, v in obj.items() if k != "streammix"}
+        super().load_state_dict(upstream)
+        self._epoch_baseline = int(self.next_epoch)
+
+    def _adopt_upstream_state(self, obj: dict[str, Any]) -> None:
+        """Start the streammix order where a plain ``StreamingDataset`` checkpoint stopped.
+
+        The upstream state names ``(epoch, sample_in_epoch)``; streammix serves its own order
+        from that global sample, ``epoch * epoch_size + sample_in_epoch``, so a running job can
+        switch datasets (the samples after the switch are streammix's, not upstream's).
+        """
+        missing = [k for k in ("epoch", "sample_in_epoch") if k not in obj]
+        if missing:
+            raise ValueError(f"not a StreamingDataset or StreamMixDataset state: no {missing}")
+        G = self._require_batch_size()
+        epoch, sample = max(int(obj["epoch"]), 0), int(obj["sample_in_epoch"])
+        if sample % G and sample != self.epoch_size:
+            raise ValueError(
+                f"cannot adopt the StreamingDataset checkpoint at epoch {epoch}, sample "
+                f"{sample}: not a multiple of the global batch size {G} (streammix starts "
+                "at a global batch)")
+        position = epoch * self.epoch_size + sample
+        logger.warning(
+            "adopting a StreamingDataset checkpoint (no 'streammix' state): the streammix order "
+            "starts at global sample %d (epoch %d, sample %d of %d); the samples served from "
+            "here on are streammix's order, not upstream's", position, epoch, sample,
+            self.epoch_size)
+        upstream = dict(obj, epoch=epoch, sample_in_epoch=sample)
         super().load_state_dict(upstream)
         self._epoch_baseline = int(self.next_epoch)
 
@@ -401,76 +492,111 @@ class StreamMixDataset(StreamingDataset):
 
     def _span(self, batch: int, world: World) -> tuple[int, int]:
         return device_batch_span(batch=batch, rank=world.rank, world_size=world.num_ranks,
-                                 global_batch_size=self.global_batch_size)
+                                 global_batch_size=self._require_batch_size())
+
+    def rank_positions(self, start: int, size: int, world: World) -> np.ndarray:
+        """Global positions of this rank's part of the global batch ``[start, start + size)``.
+
+        A whole batch (``size == G``) is the rank's contiguous ``G / W`` slice. A partial last
+        batch of an epoch is split as upstream pads one: every rank takes ``ceil(size / W)``
+        positions, the ranks past its end wrapping to its first samples.
+        """
+        G = self._require_batch_size()
+        if size == G:
+            lo, hi = device_batch_span(batch=0, rank=world.rank, world_size=world.num_ranks,
+                                       global_batch_size=G)
+            return np.arange(start + lo, start + hi, dtype=np.int64)
+        per_rank = -(-size // world.num_ranks)
+        index = world.rank * per_rank + np.arange(per_rank, dtype=np.int64)
+        return start + index % size
+
+    def _epoch_batches(self, epoch: int, sample_in_epoch: int, world: World
+                       ) -> list[tuple[int, int]]:
+        """``(start position, size)`` of the global batches this worker serves in the epoch."""
+        G, E = self._require_batch_size(), self.epoch_size
+        if sample_in_epoch % G and sample_in_epoch != E:
+            raise ValueError(f"cannot start at sample {sample_in_epoch} of the epoch: not a "
+                             f"multiple of the global batch size {G}")
+        first, end = -(-sample_in_epoch // G), -(-E // G)
+        batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
+                                 num_workers=world.workers_per_rank)
+        base = epoch * E
+        return [(base + j * G, min(G, E - j * G)) for j in batches]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if hasattr(self, "_prefetcher"):
             self._prefetcher.stop()
+        self._require_batch_size()
         self._unique_worker_world = self._unique_rank_world.detect_workers()
         self._parallel_worker_world = self._parallel_rank_world.detect_workers()
         epoch, sample_in_epoch = self._resume_incr_epoch()
         world = self._parallel_worker_world
-        if sample_in_epoch % self.global_batch_size:
-            raise ValueError(f"cannot start at sample {sample_in_epoch} of the epoch: not a "
-                             f"multiple of the global batch size {self.global_batch_size}")
-        G = self.global_batch_size
-        first = (epoch * self.epoch_size + sample_in_epoch) // G
-        end = (epoch + 1) * self.epoch_size // G
-        batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
-                                 num_workers=world.workers_per_rank)
+        batches = self._epoch_batches(epoch, sample_in_epoch, world)
         self._prefetcher = prefetcher = _ShardPrefetcher(self)
         try:
             yield from self._iterate(batches, world, prefetcher)
         finally:
             prefetcher.stop()
 
-    def _iterate(self, batches: range, world: World, prefetcher: _ShardPrefetcher
-                 ) -> Iterator[dict[str, Any]]:
-        order: GlobalOrder | None = None
-        cursor: PackedCursor | None = None
+    def _plan_samples(self, order: GlobalOrder, positions: np.ndarray,
+                      state: dict[str, Any]) -> tuple[list[_PlannedSample], np.ndarray]:
+        """The samples at ``positions`` (sorted, within one global batch) and their ids."""
+        if self.packed_tokens is None:
+            lo = int(positions[0])
+            domains, local = order.samples(lo, int(positions[-1]) + 1)
+            domains, local = domains[positions - lo], local[positions - lo]
+            ids = (self.sample_offset_per_stream[domains] + local).astype(np.int64)
+            samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
+                                                                  domains.tolist())]
+            return samples, ids
+        if state.get("cursor") is None:
+            state["cursor"] = PackedCursor(order, self.packed_tokens,
+                                           sequence_length=self.mixing.sequence_length,
+                                           separator_length=int(self.mixing.separator_id
+                                                                is not None))
+        samples = []
+        for block in positions.tolist():
+            pieces = state["cursor"].pieces(block)
+            ids = self.sample_offset_per_stream[pieces.domain] + pieces.sample
+            samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
+        return samples, np.concatenate([np.atleast_1d(s.ids) for s in samples])
+
+    def _iterate(self, batches: Sequence[tuple[int, int]], world: World,
+                 prefetcher: _ShardPrefetcher) -> Iterator[dict[str, Any]]:
+        G = self._require_batch_size()
+        state: dict[str, Any] = {"order": None, "cursor": None}
         planned: deque[list[_PlannedSample]] = deque()
         pending = iter(batches)
         next_batch = next(pending, None)
         lookahead = max(int(self.predownload or 0), self.batch_size)
 
-        def plan(batch: int, updates: tuple) -> None:
-            nonlocal order, cursor
+        def plan(batch: tuple[int, int], updates: tuple) -> None:
             schedule = self.schedule_for(updates)
+            order = state["order"]
             if order is None:
                 order = GlobalOrder(config=self.order_config, domains=self.layouts,
                                     schedule=schedule)
             elif order.schedule is not schedule:
                 order = order.with_schedule(schedule)
-            if self.packed_tokens is None:
-                ids, domains = self.plan_batch(order, batch, world)
-                samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
-                                                                      domains.tolist())]
-                shard_ids = ids
-            else:
-                if cursor is None:
-                    cursor = PackedCursor(order, self.packed_tokens,
-                                          sequence_length=self.mixing.sequence_length,
-                                          separator_length=int(self.mixing.separator_id
-                                                               is not None))
-                start, stop = self._span(batch, world)
-                samples = []
-                for block in range(start, stop):
-                    pieces = cursor.pieces(block)
-                    ids = self.sample_offset_per_stream[pieces.domain] + pieces.sample
-                    samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
-                shard_ids = np.concatenate([np.atleast_1d(s.ids) for s in samples])
+            state["order"] = order
+            positions = np.unique(self.rank_positions(batch[0], batch[1], world))
+            samples, shard_ids = self._plan_samples(order, positions, state)
+            if batch[1] < G:  # a partial batch: the rank's positions in padded order
+                by_position = dict(zip(positions.tolist(), samples))
+                samples = [by_position[p] for p in
+                           self.rank_positions(batch[0], batch[1], world).tolist()]
             planned.append(samples)
             prefetcher.submit(self._shards_of(shard_ids))
 
         while planned or next_batch is not None:
             while next_batch is not None and len(planned) * self.batch_size < lookahead:
-                updates = self._known_updates(next_batch)
+                updates = self._known_updates(next_batch[0] // G)
                 if updates is None:
                     break
                 plan(next_batch, updates)
                 next_batch = next(pending, None)
             if not planned:
-                plan(next_batch, self._final_updates(next_batch))
+                plan(next_batch, self._final_updates(next_batch[0] // G))
                 next_batch = next(pending, None)
             for planned_sample in planned.popleft():
                 yield self._materialize(planned_sample)
