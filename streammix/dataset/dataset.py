@@ -74,7 +74,7 @@ class StreamMixDataset(StreamingDataset):
         sources = resolve_sources(
             local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
             streams=kwargs.pop("streams", None), split=self.mixing.split,
-            domains=self.mixing.domains,
+            domains=self.mixing.domains, upstream_split=kwargs.get("split"),
         )
         weighting = given_stream_weighting(sources.streams)
         self._streammix_epoch_size_given = kwargs.get("epoch_size") is not None
@@ -344,8 +344,9 @@ class StreamMixDataset(StreamingDataset):
         """The first ``per_domain`` samples of each domain's held-out (``-val``) split."""
         val_dirs = self._sources.val_dirs
         if val_dirs is None:
-            raise ValueError("this dataset was made from streams=[...], which have no held-out "
-                             "split: pass val_data= to OnlineMixing")
+            raise ValueError("held-out samples need a streammix build (its <domain>-val "
+                             "splits); this dataset was made from plain MDS folders or "
+                             "streams=[...]: pass val_data= to OnlineMixing")
         missing = [n for n, (lo, _) in zip(self.domain_names, val_dirs) if lo is None]
         if missing:
             raise ValueError(f"domains {missing} have no held-out split in the build; rebuild "

@@ -58,3 +58,9 @@ def build(tmp_path_factory) -> Path:
                     "--out", str(out), "--tokenizer", str(root / "tok"), "--val-samples", "3",
                     "--workers", "1", "--quiet"], check=True)
     return out
+
+
+@pytest.fixture
+def mds_writer():
+    """``write_domain``, for tests that lay out their own MDS folders."""
+    return write_domain
