@@ -41,6 +41,7 @@ from streaming.base.world import World
 
 from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
 from streammix.core.partition import device_batch_span, worker_batches
+from streammix.core.passes import PassTables
 from streammix.core.schedule import Schedule
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
@@ -246,6 +247,8 @@ class StreamMixDataset(StreamingDataset):
         }
         if not self.upstream_options.shuffle:
             layout["shuffle"] = False  # only when set: fingerprints of shuffled runs unchanged
+        if self.per_stream:
+            layout["batching"] = "per_stream"
         digest.update(json.dumps(layout, sort_keys=True).encode())
         if counts is not None:
             for name in self.domain_names:
@@ -290,11 +293,16 @@ class StreamMixDataset(StreamingDataset):
 
     def _appended(self, schedule: Schedule, updates: Sequence[tuple[int, Sequence[float]]]
                   ) -> Schedule:
-        G = self.global_batch_size
+        unit = 1 if self.per_stream else self.global_batch_size  # positions of a batch
         for start, weights in updates:
-            schedule = schedule.append(start * G, weights, interleave=self.mixing.interleave,
+            schedule = schedule.append(start * unit, weights, interleave=self.mixing.interleave,
                                        seed=self.order_seed)
         return schedule
+
+    @property
+    def per_stream(self) -> bool:
+        """``batching_method='per_stream'``: the schedule's positions are global batches."""
+        return self.upstream_options.batching_method == "per_stream"
 
     @property
     def schedule(self) -> Schedule:
@@ -512,8 +520,12 @@ class StreamMixDataset(StreamingDataset):
         return start + index % size
 
     def _epoch_batches(self, epoch: int, sample_in_epoch: int, world: World
-                       ) -> list[tuple[int, int]]:
-        """``(start position, size)`` of the global batches this worker serves in the epoch."""
+                       ) -> list[tuple[int, int, int]]:
+        """``(global batch, start position, size)`` of the batches this worker serves.
+
+        Global batch ``b`` of the run counts every epoch's batches, a partial last one too;
+        with whole-batch epochs it is ``start // G``.
+        """
         G, E = self._require_batch_size(), self.epoch_size
         if sample_in_epoch % G and sample_in_epoch != E:
             raise ValueError(f"cannot start at sample {sample_in_epoch} of the epoch: not a "
@@ -521,8 +533,8 @@ class StreamMixDataset(StreamingDataset):
         first, end = -(-sample_in_epoch // G), -(-E // G)
         batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
                                  num_workers=world.workers_per_rank)
-        base = epoch * E
-        return [(base + j * G, min(G, E - j * G)) for j in batches]
+        base, per_epoch = epoch * E, -(-E // G)
+        return [(epoch * per_epoch + j, base + j * G, min(G, E - j * G)) for j in batches]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if hasattr(self, "_prefetcher"):
@@ -539,13 +551,17 @@ class StreamMixDataset(StreamingDataset):
         finally:
             prefetcher.stop()
 
-    def _plan_samples(self, order: GlobalOrder, positions: np.ndarray,
-                      state: dict[str, Any]) -> tuple[list[_PlannedSample], np.ndarray]:
+    def _plan_samples(self, order: GlobalOrder, batch: tuple[int, int, int],
+                      positions: np.ndarray, state: dict[str, Any]
+                      ) -> tuple[list[_PlannedSample], np.ndarray]:
         """The samples at ``positions`` (sorted, within one global batch) and their ids."""
         if self.packed_tokens is None:
-            lo = int(positions[0])
-            domains, local = order.samples(lo, int(positions[-1]) + 1)
-            domains, local = domains[positions - lo], local[positions - lo]
+            if self.per_stream:
+                domains, local = self._per_stream_samples(order, batch, positions, state)
+            else:
+                lo = int(positions[0])
+                domains, local = order.samples(lo, int(positions[-1]) + 1)
+                domains, local = domains[positions - lo], local[positions - lo]
             ids = (self.sample_offset_per_stream[domains] + local).astype(np.int64)
             samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
                                                                   domains.tolist())]
@@ -562,7 +578,30 @@ class StreamMixDataset(StreamingDataset):
             samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
         return samples, np.concatenate([np.atleast_1d(s.ids) for s in samples])
 
-    def _iterate(self, batches: Sequence[tuple[int, int]], world: World,
+    def _per_stream_samples(self, order: GlobalOrder, batch: tuple[int, int, int],
+                            positions: np.ndarray, state: dict[str, Any]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-stream batching: the order's position ``b`` is global batch ``b``.
+
+        Batch ``b`` comes from the domain the interleave gives position ``b``; if that domain
+        served ``c`` batches before, the batch reads elements ``[c * G, c * G + size)`` of the
+        domain's stream of passes (a partial last batch leaves the rest of its run unread).
+        """
+        index, start, _ = batch
+        cursors = order.cursors_at(index)  # before samples(): forward reads stay cheap
+        domain = int(order.samples(index, index + 1)[0][0])
+        if state.get("tables") is None:
+            state["tables"] = [PassTables(layout, seed=self.order_seed, domain=d,
+                                          window_shards=self.mixing.window_shards,
+                                          shuffle=self.upstream_options.shuffle)
+                               for d, layout in enumerate(self.layouts)]
+        offsets = positions - start
+        first = int(cursors[domain]) * self._require_batch_size() + int(offsets[0])
+        run = state["tables"][domain].elements_to_samples(first, int(offsets[-1] - offsets[0]) + 1)
+        domains = np.full(positions.shape[0], domain, dtype=np.int32)
+        return domains, run[offsets - offsets[0]]
+
+    def _iterate(self, batches: Sequence[tuple[int, int, int]], world: World,
                  prefetcher: _ShardPrefetcher) -> Iterator[dict[str, Any]]:
         G = self._require_batch_size()
         state: dict[str, Any] = {"order": None, "cursor": None}
@@ -571,7 +610,7 @@ class StreamMixDataset(StreamingDataset):
         next_batch = next(pending, None)
         lookahead = max(int(self.predownload or 0), self.batch_size)
 
-        def plan(batch: tuple[int, int], updates: tuple) -> None:
+        def plan(batch: tuple[int, int, int], updates: tuple) -> None:
             schedule = self.schedule_for(updates)
             order = state["order"]
             if order is None:
@@ -580,24 +619,25 @@ class StreamMixDataset(StreamingDataset):
             elif order.schedule is not schedule:
                 order = order.with_schedule(schedule)
             state["order"] = order
-            positions = np.unique(self.rank_positions(batch[0], batch[1], world))
-            samples, shard_ids = self._plan_samples(order, positions, state)
-            if batch[1] < G:  # a partial batch: the rank's positions in padded order
+            _, start, size = batch
+            positions = np.unique(self.rank_positions(start, size, world))
+            samples, shard_ids = self._plan_samples(order, batch, positions, state)
+            if size < G:  # a partial batch: the rank's positions in padded order
                 by_position = dict(zip(positions.tolist(), samples))
-                samples = [by_position[p] for p in
-                           self.rank_positions(batch[0], batch[1], world).tolist()]
+                samples = [by_position[p] for p in self.rank_positions(start, size,
+                                                                       world).tolist()]
             planned.append(samples)
             prefetcher.submit(self._shards_of(shard_ids))
 
         while planned or next_batch is not None:
             while next_batch is not None and len(planned) * self.batch_size < lookahead:
-                updates = self._known_updates(next_batch[0] // G)
+                updates = self._known_updates(next_batch[0])
                 if updates is None:
                     break
                 plan(next_batch, updates)
                 next_batch = next(pending, None)
             if not planned:
-                plan(next_batch, self._final_updates(next_batch[0] // G))
+                plan(next_batch, self._final_updates(next_batch[0]))
                 next_batch = next(pending, None)
             for planned_sample in planned.popleft():
                 yield self._materialize(planned_sample)

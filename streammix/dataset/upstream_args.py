@@ -17,7 +17,9 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   shard order with samples in order (the domains are still blended by the interleave).
 - ``batching_method``: ``'random'`` (upstream's default) and ``'stratified'`` (every global
   batch holds each domain in proportion, which the greedy interleave gives) are honoured;
-  ``'per_stream'`` and ``'device_per_stream'`` are refused with the streammix equivalent.
+  ``'per_stream'`` makes every global batch come from one domain, the domains of successive
+  batches interleaved by the weights (the same interleave, over batches instead of
+  samples); ``'device_per_stream'`` is refused, naming ``'per_stream'``.
 - shuffle and partition knobs that the streammix order replaces (``shuffle_algo``,
   ``shuffle_block_size``, ``num_canonical_nodes``, ``partition_algo``,
   ``sampling_granularity``, ``replication``) are refused unless given at upstream's default.
@@ -57,7 +59,7 @@ REFUSED_UNLESS_DEFAULT: dict[str, tuple[Any, str]] = {
     "stream_config": (None, "StreamMixDataset builds plain upstream Streams; give your "
                             "own as streams=[...]"),
 }
-BATCHING_METHODS = ("random", "stratified")
+BATCHING_METHODS = ("random", "stratified", "per_stream")
 SAMPLING_METHODS = ("balanced", "fixed")
 
 
@@ -67,7 +69,8 @@ class UpstreamOptions:
 
     Attributes:
         shuffle: False for upstream's ``shuffle=False`` (passes in shard and sample order).
-        batching_method: ``'random'`` or ``'stratified'`` (both served by the interleave).
+        batching_method: ``'random'``, ``'stratified'`` (both the sample interleave) or
+            ``'per_stream'`` (the interleave over whole global batches).
         sampling_method: as given; None when not given (streammix's subsets are fixed).
     """
 
@@ -82,14 +85,16 @@ def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> Up
         if name in kwargs and kwargs[name] != default:
             raise ValueError(f"StreamMixDataset does not honour {name}={kwargs[name]!r}: {why}")
     batching = kwargs.get("batching_method", "random")
-    if batching in ("per_stream", "device_per_stream"):
+    if batching == "device_per_stream":
         raise ValueError(
-            f"StreamMixDataset does not honour batching_method={batching!r}: every global batch "
-            "mixes the domains by their weights; to train on one domain at a time use "
-            "MixingConfig(schedule=...) with a one-hot weight per stretch of batches, or one "
-            "StreamMixDataset per domain")
+            "StreamMixDataset does not honour batching_method='device_per_stream': use "
+            "batching_method='per_stream' (every global batch from one domain, the domain "
+            "chosen by the weights)")
     if batching not in BATCHING_METHODS:
         raise ValueError(f"batching_method must be one of {BATCHING_METHODS}, got {batching!r}")
+    if batching == "per_stream" and mixing.sequence_length is not None:
+        raise ValueError("batching_method='per_stream' does not combine with packing "
+                         "(sequence_length): a packed block may span domains")
     if batching == "stratified" and mixing.interleave != "greedy":
         raise ValueError(
             "batching_method='stratified' needs MixingConfig(interleave='greedy'): the greedy "

@@ -114,10 +114,45 @@ def test_stratified_batching_is_the_greedy_interleave(mds_domains) -> None:
         _make(mds_domains, batching_method="stratified", mixing={"interleave": "random"})
 
 
-@pytest.mark.parametrize("method", ["per_stream", "device_per_stream"])
-def test_per_stream_batching_is_refused_with_the_streammix_way(mds_domains, method) -> None:
-    with pytest.raises(ValueError, match="MixingConfig\\(schedule=...\\)"):
-        _make(mds_domains, batching_method=method)
+@pytest.mark.parametrize("batch_size", [8, 16])  # 216 samples: divides, does not
+def test_per_stream_batches_come_from_one_domain_chosen_by_the_weights(mds_domains,
+                                                                      batch_size) -> None:
+    dataset = _make(mds_domains, batch_size=batch_size, batching_method="per_stream",
+                    mixing={"seed": 3, "domain_weights": {"alpha": 2, "beta": 1, "gamma": 1}},
+                    epoch_size=8 * 16 * 3)
+    assert len(dataset) == dataset.epoch_size == 384
+    served = _ids(dataset) + _ids(dataset)
+    batches = [served[b:b + batch_size] for b in range(0, len(served), batch_size)]
+    domains = [{d for d, _ in batch} for batch in batches]
+    assert all(len(d) == 1 for d in domains)
+    counts = Counter(next(iter(d)) for d in domains)
+    assert counts[0] == 2 * counts[1] == 2 * counts[2]  # batch-level greedy blend
+    for d, n in enumerate((120, 60, 36)):  # each domain reads its own shuffled passes
+        stream = [i for dd, i in served if dd == d]
+        for p in range(0, len(stream) - n + 1, n):
+            assert sorted(stream[p:p + n]) == list(range(n))
+    assert dataset.fingerprint != _make(mds_domains, batch_size=batch_size, epoch_size=384,
+                                        mixing={"seed": 3, "domain_weights": {
+                                            "alpha": 2, "beta": 1, "gamma": 1}}).fingerprint
+
+
+def test_per_stream_resumes_exactly(mds_domains) -> None:
+    dataset = _make(mds_domains, batch_size=16, batching_method="per_stream")
+    reference = [_ids(dataset) for _ in range(2)]
+    del dataset
+    fresh = _make(mds_domains, batch_size=16, batching_method="per_stream")
+    state = fresh.state_dict(num_samples=96, from_beginning=True)
+    del fresh
+    resumed = _make(mds_domains, batch_size=16, batching_method="per_stream")
+    resumed.load_state_dict(state)
+    assert [_ids(resumed) for _ in range(2)] == [reference[0][96:], reference[1]]
+
+
+def test_device_per_stream_and_per_stream_packing_are_refused(mds_domains) -> None:
+    with pytest.raises(ValueError, match="use batching_method='per_stream'"):
+        _make(mds_domains, batching_method="device_per_stream")
+    with pytest.raises(ValueError, match="does not combine with packing"):
+        _make(mds_domains, batching_method="per_stream", mixing={"sequence_length": 8})
 
 
 @pytest.mark.parametrize(("name", "value", "names"), [
