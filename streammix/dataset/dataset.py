@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import queue
 import threading
@@ -40,12 +39,13 @@ from streaming import Stream, StreamingDataset
 from streaming.base.world import World
 
 from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
-from streammix.core.partition import device_batch_span, worker_batches
-from streammix.core.passes import PassTables
+from streammix.core.partition import device_batch_span
 from streammix.core.schedule import Schedule
+from streammix.dataset.batches import EpochBatchesMixin
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.packing import BlockPieces, PackedCursor, assemble_block
+from streammix.dataset.resume import STATE_VERSION, ResumeMixin
 from streammix.dataset.sources import DomainSources, resolve_sources
 from streammix.dataset.upstream_args import (
     check_upstream_kwargs,
@@ -55,11 +55,10 @@ from streammix.dataset.upstream_args import (
 )
 from streammix.format.remote import node_lock
 
-STATE_VERSION = 1
-logger = logging.getLogger(__name__)
+__all__ = ["STATE_VERSION", "StreamMixDataset", "read_split_head"]
 
 
-class StreamMixDataset(StreamingDataset):
+class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
     """A drop-in ``streaming.StreamingDataset`` whose order is streammix's.
 
     Args:
@@ -365,114 +364,6 @@ class StreamMixDataset(StreamingDataset):
                               for sample in read_split_head(local, remote, per_domain)]
         return held_out
 
-    # ------------------------------------------------------------------ resume
-
-    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
-        """The resume state (Composer's contract: ``num_samples`` is its ``sample_in_epoch``).
-
-        Upstream names the epoch of the last iterator started (``next_epoch - 1``). At an
-        epoch-end checkpoint Composer has already moved to the next epoch and passes
-        ``num_samples=0``, so upstream would name the epoch just finished, and a resumed run
-        would serve it again. An epoch iterated since this instance was made or loaded,
-        with nothing counted in it, is therefore a finished one: the state names the next
-        epoch. The absolute position in the run is stored beside and checked on load.
-        """
-        self._require_batch_size()
-        obj = super().state_dict(num_samples, from_beginning)
-        # upstream reports epoch -1 before the first iteration; the samples count from epoch 0
-        epoch = max(int(obj["epoch"]), 0)
-        if from_beginning and num_samples == 0 and self._iterated_since_baseline():
-            epoch = int(self.next_epoch)
-        obj["epoch"] = epoch
-        position = obj["epoch"] * self.epoch_size + obj["sample_in_epoch"]
-        obj["streammix"] = {
-            "version": STATE_VERSION,
-            "seed": self.order_seed,
-            "fingerprint": self.fingerprint,
-            "global_batch_size": self.global_batch_size,
-            "epoch_size": self.epoch_size,
-            "position": int(position),
-            "updates": [[s, list(w)] for s, w in self._published],
-            "horizon": int(self._horizon),
-        }
-        return obj
-
-    def load_state_dict(self, obj: dict[str, Any]) -> None:
-        if int(self.next_epoch) > 0:
-            raise RuntimeError(
-                "load_state_dict was called after iteration started; load the checkpoint "
-                "before the DataLoader is first iterated (a fresh dataset instance)"
-            )
-        mine = obj.get("streammix")
-        if mine is None:
-            self._adopt_upstream_state(obj)
-            return
-        if mine.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported StreamMixDataset state version {mine.get('version')}")
-        G = self._require_batch_size()
-        if obj["sample_in_epoch"] % G and obj["sample_in_epoch"] != self.epoch_size:
-            raise ValueError(
-                f"cannot resume at sample {obj['sample_in_epoch']}: not a multiple of the global "
-                f"batch size {G}"
-            )
-        absolute = int(obj["epoch"]) * self.epoch_size + int(obj["sample_in_epoch"])
-        if int(mine["position"]) != absolute:
-            raise ValueError(
-                f"inconsistent checkpoint: position {mine['position']} but epoch {obj['epoch']} "
-                f"and sample_in_epoch {obj['sample_in_epoch']} give {absolute}"
-            )
-        for key, current in (("seed", self.order_seed), ("fingerprint", self.fingerprint),
-                             ("global_batch_size", self.global_batch_size),
-                             ("epoch_size", self.epoch_size)):
-            if mine[key] != current:
-                raise ValueError(
-                    f"cannot resume: the checkpoint's {key} ({mine[key]!r}) differs from this "
-                    f"dataset's ({current!r}); the data, mixing configuration or seed changed"
-                )
-        published = tuple((int(s), tuple(float(x) for x in w)) for s, w in mine["updates"])
-        if published and self.channel is None:
-            raise ValueError("the checkpoint has online weight updates but this dataset is static")
-        self._published = published
-        self._horizon = int(mine["horizon"])
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = WeightChannel.create(num_domains=len(self.domain_names),
-                                                horizon=self._horizon, updates=published)
-        upstream = {k: v for k, v in obj.items() if k != "streammix"}
-        super().load_state_dict(upstream)
-        self._epoch_baseline = int(self.next_epoch)
-
-    def _adopt_upstream_state(self, obj: dict[str, Any]) -> None:
-        """Start the streammix order where a plain ``StreamingDataset`` checkpoint stopped.
-
-        The upstream state names ``(epoch, sample_in_epoch)``; streammix serves its own order
-        from that global sample, ``epoch * epoch_size + sample_in_epoch``, so a running job can
-        switch datasets (the samples after the switch are streammix's, not upstream's).
-        """
-        missing = [k for k in ("epoch", "sample_in_epoch") if k not in obj]
-        if missing:
-            raise ValueError(f"not a StreamingDataset or StreamMixDataset state: no {missing}")
-        G = self._require_batch_size()
-        epoch, sample = max(int(obj["epoch"]), 0), int(obj["sample_in_epoch"])
-        if sample % G and sample != self.epoch_size:
-            raise ValueError(
-                f"cannot adopt the StreamingDataset checkpoint at epoch {epoch}, sample "
-                f"{sample}: not a multiple of the global batch size {G} (streammix starts "
-                "at a global batch)")
-        position = epoch * self.epoch_size + sample
-        logger.warning(
-            "adopting a StreamingDataset checkpoint (no 'streammix' state): the streammix order "
-            "starts at global sample %d (epoch %d, sample %d of %d); the samples served from "
-            "here on are streammix's order, not upstream's", position, epoch, sample,
-            self.epoch_size)
-        upstream = dict(obj, epoch=epoch, sample_in_epoch=sample)
-        super().load_state_dict(upstream)
-        self._epoch_baseline = int(self.next_epoch)
-
-    def _iterated_since_baseline(self) -> bool:
-        """Whether an epoch iterator started since this instance was created or loaded."""
-        return int(self.next_epoch) > getattr(self, "_epoch_baseline", 0)
-
     # ------------------------------------------------------------------ iteration
 
     def _final_updates(self, batch: int) -> tuple:
@@ -502,39 +393,6 @@ class StreamMixDataset(StreamingDataset):
     def _span(self, batch: int, world: World) -> tuple[int, int]:
         return device_batch_span(batch=batch, rank=world.rank, world_size=world.num_ranks,
                                  global_batch_size=self._require_batch_size())
-
-    def rank_positions(self, start: int, size: int, world: World) -> np.ndarray:
-        """Global positions of this rank's part of the global batch ``[start, start + size)``.
-
-        A whole batch (``size == G``) is the rank's contiguous ``G / W`` slice. A partial last
-        batch of an epoch is split as upstream pads one: every rank takes ``ceil(size / W)``
-        positions, the ranks past its end wrapping to its first samples.
-        """
-        G = self._require_batch_size()
-        if size == G:
-            lo, hi = device_batch_span(batch=0, rank=world.rank, world_size=world.num_ranks,
-                                       global_batch_size=G)
-            return np.arange(start + lo, start + hi, dtype=np.int64)
-        per_rank = -(-size // world.num_ranks)
-        index = world.rank * per_rank + np.arange(per_rank, dtype=np.int64)
-        return start + index % size
-
-    def _epoch_batches(self, epoch: int, sample_in_epoch: int, world: World
-                       ) -> list[tuple[int, int, int]]:
-        """``(global batch, start position, size)`` of the batches this worker serves.
-
-        Global batch ``b`` of the run counts every epoch's batches, a partial last one too;
-        with whole-batch epochs it is ``start // G``.
-        """
-        G, E = self._require_batch_size(), self.epoch_size
-        if sample_in_epoch % G and sample_in_epoch != E:
-            raise ValueError(f"cannot start at sample {sample_in_epoch} of the epoch: not a "
-                             f"multiple of the global batch size {G}")
-        first, end = -(-sample_in_epoch // G), -(-E // G)
-        batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
-                                 num_workers=world.workers_per_rank)
-        base, per_epoch = epoch * E, -(-E // G)
-        return [(epoch * per_epoch + j, base + j * G, min(G, E - j * G)) for j in batches]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if hasattr(self, "_prefetcher"):
@@ -577,29 +435,6 @@ class StreamMixDataset(StreamingDataset):
             ids = self.sample_offset_per_stream[pieces.domain] + pieces.sample
             samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
         return samples, np.concatenate([np.atleast_1d(s.ids) for s in samples])
-
-    def _per_stream_samples(self, order: GlobalOrder, batch: tuple[int, int, int],
-                            positions: np.ndarray, state: dict[str, Any]
-                            ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-stream batching: the order's position ``b`` is global batch ``b``.
-
-        Batch ``b`` comes from the domain the interleave gives position ``b``; if that domain
-        served ``c`` batches before, the batch reads elements ``[c * G, c * G + size)`` of the
-        domain's stream of passes (a partial last batch leaves the rest of its run unread).
-        """
-        index, start, _ = batch
-        cursors = order.cursors_at(index)  # before samples(): forward reads stay cheap
-        domain = int(order.samples(index, index + 1)[0][0])
-        if state.get("tables") is None:
-            state["tables"] = [PassTables(layout, seed=self.order_seed, domain=d,
-                                          window_shards=self.mixing.window_shards,
-                                          shuffle=self.upstream_options.shuffle)
-                               for d, layout in enumerate(self.layouts)]
-        offsets = positions - start
-        first = int(cursors[domain]) * self._require_batch_size() + int(offsets[0])
-        run = state["tables"][domain].elements_to_samples(first, int(offsets[-1] - offsets[0]) + 1)
-        domains = np.full(positions.shape[0], domain, dtype=np.int32)
-        return domains, run[offsets - offsets[0]]
 
     def _iterate(self, batches: Sequence[tuple[int, int, int]], world: World,
                  prefetcher: _ShardPrefetcher) -> Iterator[dict[str, Any]]:

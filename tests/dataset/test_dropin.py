@@ -257,7 +257,7 @@ def test_an_upstream_checkpoint_is_adopted_at_its_global_sample(mds_domains, cap
     del upstream
     assert "streammix" not in state
     dataset = _make(mds_domains)
-    with caplog.at_level(logging.WARNING, logger="streammix.dataset.dataset"):
+    with caplog.at_level(logging.WARNING, logger="streammix.dataset.resume"):
         dataset.load_state_dict(state)
     assert "adopting a StreamingDataset checkpoint" in caplog.text
     assert "global sample 48" in caplog.text
