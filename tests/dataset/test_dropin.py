@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from streaming import Stream, StreamingDataset
 from streaming.base.world import World
+from torch.utils.data import DataLoader
 
 from streammix import MixingConfig, StreamMixDataset
 from streammix.dataset.upstream_args import choose_counts
@@ -199,6 +200,18 @@ def test_an_epoch_at_natural_proportions_is_one_pass(mds_domains, batch_size) ->
     for served in epochs:
         assert sorted(served) == everything
     assert epochs[0] != epochs[1]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_dataloader_workers_serve_the_partial_last_batch(mds_domains, num_workers) -> None:
+    dataset = _make(mds_domains, batch_size=16)
+    reference = _ids(dataset)
+    del dataset
+    dataset = _make(mds_domains, batch_size=16)
+    loader = DataLoader(dataset, batch_size=16, num_workers=num_workers, collate_fn=_ids)
+    batches = list(loader)
+    assert [len(b) for b in batches] == [16] * 13 + [8] and len(loader) == 14
+    assert [x for b in batches for x in b] == reference
 
 
 def test_with_weights_an_epoch_is_epoch_size_samples_of_the_endless_order(mds_domains) -> None:
