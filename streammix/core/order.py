@@ -49,6 +49,8 @@ class OrderConfig:
     working set is about this many shards per domain. Larger mixes better, costs cache.
     ``canonical_nodes`` (default 1): ``C``; with ``C > 1`` ``global_batch_size`` (``G``, a
     multiple of ``C``) is required, and physical node counts must divide ``C``.
+    ``shuffle`` (default True): False lists every pass in shard order and sample order
+    (the interleave still blends the domains).
     """
 
     seed: int
@@ -56,6 +58,7 @@ class OrderConfig:
     interleave: str = "greedy"
     canonical_nodes: int = 1
     global_batch_size: int | None = None
+    shuffle: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int | np.integer) or self.seed < 0:
@@ -99,14 +102,15 @@ def _build_tables(config: OrderConfig, domains: Sequence[DomainLayout]
     """``tables[c][d]``: the passes of group ``c`` of domain ``d``; and each group's elements."""
     C = config.canonical_nodes
     if C == 1:
-        tables = [PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards)
+        tables = [PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards,
+                             shuffle=config.shuffle)
                   for d, layout in enumerate(domains)]  # fmt: skip
         return [tables], [(t.pass_size,) for t in tables]
     groups = [split_domain(layout, C) for layout in domains]
     tables = [
         [PassTables(layout, seed=config.seed, domain=d, window_shards=config.window_shards,
                     pieces=groups[d].pieces[c], piece_elements=groups[d].piece_elements[c],
-                    group=(c, C))
+                    group=(c, C), shuffle=config.shuffle)
          for d, layout in enumerate(domains)]
         for c in range(C)
     ]  # fmt: skip

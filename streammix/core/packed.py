@@ -53,8 +53,9 @@ class PackedDomainStream:
     """One domain's endless token stream (documents in stream order, separators between)."""
 
     def __init__(self, layout: DomainLayout, num_tokens: np.ndarray, *, seed: int, domain: int,
-                 window_shards: int, separator_length: int) -> None:
-        self.tables = PassTables(layout, seed=seed, domain=domain, window_shards=window_shards)
+                 window_shards: int, separator_length: int, shuffle: bool = True) -> None:
+        self.tables = PassTables(layout, seed=seed, domain=domain, window_shards=window_shards,
+                                 shuffle=shuffle)
         self.spans = _spans(num_tokens, separator_length, layout.num_samples)
         counts = (np.ones(layout.num_samples, dtype=np.int64) if layout.repeat_counts is None
                   else layout.repeat_counts)
@@ -77,7 +78,7 @@ class PackedDomainStream:
             return
         t = self.tables
         _build_pass_nb(np.int64(k), t.shard_elems, np.int64(t.window_shards), t.order_key,
-                       self._order, self._element_prefix)
+                       self._order, self._element_prefix, t.shuffle)
         per_position = self.shard_tokens[self._order]
         totals = np.add.reduceat(per_position, np.arange(0, t.num_shards, t.window_shards)) \
             if t.num_shards else np.zeros(0, dtype=np.int64)
@@ -92,7 +93,7 @@ class PackedDomainStream:
         size = int(self._element_prefix[w + 1] - self._element_prefix[w])
         samples = np.empty(size, dtype=np.int64)
         _build_window_nb(np.int64(k), np.int64(w), np.int64(t.window_shards), self._order,
-                         t.piece_start, t.piece_stop, t.counts, t.window_key, samples)
+                         t.piece_start, t.piece_stop, t.counts, t.window_key, samples, t.shuffle)
         self._window_samples = samples
         self._window_ends = np.cumsum(self.spans[samples])
         self._window = (k, w)

@@ -15,6 +15,9 @@ Pass ``k`` of domain ``d`` is shuffled with shard locality:
    the counter-based RNG: for ``i = n-1 .. 1``, ``r = key(seed, PURPOSE_WINDOW, d, k, w, i)``,
    swap ``i`` with ``j = ((r >> 32) * (i + 1)) >> 32``.
 
+Unshuffled passes (``shuffle=False``, upstream's ``shuffle=False``) skip both steps: every
+pass lists the shards in index order and each shard's elements in sample order.
+
 An offset maps to its window by a binary search in the pass's window prefix sums (``O(S)``
 per pass, cached). The window itself is materialized once and cached (``8 * n_w`` bytes
 per domain): Fisher-Yates costs about a nanosecond per element, where a random-access
@@ -99,7 +102,7 @@ class PassTables:
     def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int,
                  pieces: tuple[np.ndarray, np.ndarray] | None = None,
                  piece_elements: np.ndarray | None = None,
-                 group: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
+                 group: tuple[int, int] = (0, 1), shuffle: bool = True) -> None:  # fmt: skip
         if window_shards < 1:
             raise ValueError(f"window_shards must be >= 1, got {window_shards}")
         sizes = np.asarray(layout.shard_sizes, dtype=np.int64)
@@ -111,6 +114,7 @@ class PassTables:
         self.piece_stop = np.ascontiguousarray(pieces[1], dtype=np.int64)
         self.num_shards = self.piece_start.shape[0]
         self.window_shards = int(window_shards)
+        self.shuffle = bool(shuffle)
         self.counts = (
             np.zeros(0, dtype=np.int64) if layout.repeat_counts is None else layout.repeat_counts
         )
@@ -158,18 +162,18 @@ class PassTables:
                 np.int64(first_element), np.int64(self.pass_size), self.shard_elems,
                 self.piece_start, self.piece_stop, self.counts, np.int64(self.window_shards),
                 self.order_key, self.window_key, self.cache_ids, self.cache_order,
-                self.cache_prefix, self.cache_window, out,
+                self.cache_prefix, self.cache_window, out, self.shuffle,
             )  # fmt: skip
         return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
+def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix, shuffle):
     num_shards = shard_elems.shape[0]
     key = fold_nb(order_key, k)
     hb = feistel_half_bits(max(num_shards, 1))
     for j in range(num_shards):
-        order[j] = permute_index_nb(j, num_shards, key, hb)
+        order[j] = permute_index_nb(j, num_shards, key, hb) if shuffle else j
     prefix[0] = 0
     for w in range(prefix.shape[0] - 1):
         total = 0
@@ -180,7 +184,7 @@ def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix):
 
 @numba.njit(cache=True, nogil=True)
 def _build_window_nb(k, w, window_shards, order, piece_start, piece_stop, counts, window_key,
-                     buf):  # fmt: skip
+                     buf, shuffle):  # fmt: skip
     n = 0
     for j in range(w * window_shards, min((w + 1) * window_shards, order.shape[0])):
         shard = order[j]
@@ -189,6 +193,8 @@ def _build_window_nb(k, w, window_shards, order, piece_start, piece_stop, counts
             for _ in range(repeats):
                 buf[n] = sample
                 n += 1
+    if not shuffle:
+        return
     key = fold_nb(fold_nb(window_key, k), w)
     for i in range(n - 1, 0, -1):
         r = fold_nb(key, i)
@@ -211,19 +217,20 @@ def _window_of_nb(prefix, offset):
 @numba.njit(cache=True, nogil=True)
 def stream_samples_nb(first, pass_size, shard_elems, piece_start, piece_stop, counts,
                       window_shards, order_key, window_key, cache_ids, order, prefix, window,
-                      out):  # fmt: skip
+                      out, shuffle):  # fmt: skip
     i = 0
     while i < out.shape[0]:
         element = first + i
         k = element // pass_size
         offset = element - k * pass_size
         if k != cache_ids[0]:
-            _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix)
+            _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix, shuffle)
             cache_ids[0], cache_ids[1] = k, -1
         w = _window_of_nb(prefix, offset)
         if w != cache_ids[1]:
             _build_window_nb(
-                k, w, window_shards, order, piece_start, piece_stop, counts, window_key, window
+                k, w, window_shards, order, piece_start, piece_stop, counts, window_key, window,
+                shuffle,
             )
             cache_ids[1] = w
         local = offset - prefix[w]
@@ -238,7 +245,7 @@ def stream_samples_nb(first, pass_size, shard_elems, piece_start, piece_stop, co
 def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: int,
                    window_shards: int = DEFAULT_WINDOW_SHARDS,
                    pieces: list[tuple[int, int]] | None = None,
-                   group: tuple[int, int] = (0, 1)) -> list[int]:  # fmt: skip
+                   group: tuple[int, int] = (0, 1), shuffle: bool = True) -> list[int]:  # fmt: skip
     """Pass ``pass_index`` of a domain (or of the canonical group made of ``pieces``, sample
     ranges that play the role of shards) as a list of sample ids, built the obvious way."""
     sizes = list(layout.shard_sizes)
@@ -254,12 +261,13 @@ def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: 
         order_parts = (PURPOSE_GROUP_SHARD_ORDER, domain, num_groups, index)
         window_parts = (PURPOSE_GROUP_WINDOW, domain, num_groups, index)
     order_key = derive_key(seed, *order_parts, pass_index)
-    order = [permute_index_reference(j, len(pieces), order_key) for j in range(len(pieces))]
+    order = [permute_index_reference(j, len(pieces), order_key) if shuffle else j
+             for j in range(len(pieces))]
     result: list[int] = []
     for w, start in enumerate(range(0, len(pieces), window_shards)):
         window = [e for s in order[start : start + window_shards] for e in shard_elements[s]]
         key = derive_key(seed, *window_parts, pass_index, w)
-        for i in range(len(window) - 1, 0, -1):
+        for i in range(len(window) - 1 if shuffle else 0, 0, -1):
             j = ((mix64(key ^ i) >> 32) * (i + 1)) >> 32
             window[i], window[j] = window[j], window[i]
         result.extend(window)
@@ -267,7 +275,8 @@ def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: 
 
 
 def stream_reference(layout: DomainLayout, *, seed: int, domain: int, first_element: int,
-                     count: int, window_shards: int = DEFAULT_WINDOW_SHARDS) -> list[int]:  # fmt: skip
+                     count: int, window_shards: int = DEFAULT_WINDOW_SHARDS,
+                     shuffle: bool = True) -> list[int]:  # fmt: skip
     """Elements ``[first_element, first_element + count)`` of the endless stream (reference)."""
     size = layout.pass_size
     passes: dict[int, list[int]] = {}
@@ -276,7 +285,8 @@ def stream_reference(layout: DomainLayout, *, seed: int, domain: int, first_elem
         k = element // size
         if k not in passes:
             passes[k] = pass_reference(
-                layout, seed=seed, domain=domain, pass_index=k, window_shards=window_shards
+                layout, seed=seed, domain=domain, pass_index=k, window_shards=window_shards,
+                shuffle=shuffle,
             )
         result.append(passes[k][element % size])
     return result

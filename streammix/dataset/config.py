@@ -40,6 +40,9 @@ class MixingConfig:
 
     Attributes:
         domains: subset (and order) of the build's domains to use; None = all, in build order.
+            For plain MDS: the subfolders of a folder of MDS folders (required for a remote,
+            which cannot be listed), the one name of a single MDS folder, or one name per
+            stream of ``streams=[...]``.
         split: ``"train"`` or ``"val"`` (the held-out ``<domain>-val`` Streams).
         domain_weights: weight per domain name; None = natural proportions.
         sample_counts: a SampleMix plan file (``streammix plan``): per-sample repeat counts.

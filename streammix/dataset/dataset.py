@@ -39,8 +39,9 @@ from streaming import Stream, StreamingDataset
 from streaming.base.world import World
 
 from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
-from streammix.core.partition import device_batch_span, worker_batches
+from streammix.core.partition import device_batch_span
 from streammix.core.schedule import Schedule
+from streammix.dataset.batches import EpochBatchesMixin
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.packing import (
@@ -50,14 +51,21 @@ from streammix.dataset.packing import (
     assemble_block,
     domain_streams,
 )
+from streammix.dataset.resume import STATE_VERSION, ResumeMixin
 from streammix.dataset.sources import DomainSources, resolve_sources
+from streammix.dataset.upstream_args import (
+    check_upstream_kwargs,
+    given_stream_weighting,
+    stream_domain_weights,
+    stream_sample_counts,
+)
 from streammix.format.remote import node_lock
 
-STATE_VERSION = 1
+__all__ = ["STATE_VERSION", "StreamMixDataset", "read_split_head"]
 RECENT_DOCUMENTS = 16  # documents each reader keeps for packed blocks that share them
 
 
-class StreamMixDataset(StreamingDataset):
+class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
     """A drop-in ``streaming.StreamingDataset`` whose order is streammix's.
 
     Args:
@@ -69,13 +77,13 @@ class StreamMixDataset(StreamingDataset):
 
     def __init__(self, *, mixing: MixingConfig | None = None, **kwargs: Any) -> None:
         self.mixing = mixing if mixing is not None else MixingConfig()
-        if kwargs.get("batch_size") is None:
-            raise ValueError("StreamMixDataset needs batch_size (samples per device per batch)")
+        self.upstream_options = check_upstream_kwargs(kwargs, self.mixing)
         sources = resolve_sources(
             local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
             streams=kwargs.pop("streams", None), split=self.mixing.split,
-            domains=self.mixing.domains,
+            domains=self.mixing.domains, upstream_split=kwargs.get("split"),
         )
+        weighting = given_stream_weighting(sources.streams)
         self._streammix_epoch_size_given = kwargs.get("epoch_size") is not None
         super().__init__(streams=list(sources.streams), **kwargs)
         sources.verify_layout()  # after upstream fetched each index.json
@@ -86,15 +94,31 @@ class StreamMixDataset(StreamingDataset):
                 "rebuild with streammix-build --tokenizer", stacklevel=2)
         self.domain_names = sources.names
         self._sources = sources
-        self._init_order(sources)
+        self._init_order(sources, weighting)
         self._epoch_baseline = int(self.next_epoch)
 
     # ------------------------------------------------------------------ construction
 
-    def _init_order(self, sources: DomainSources) -> None:
-        mixing = self.mixing
-        world = self._parallel_rank_world
-        self.global_batch_size = mixing.global_batch_size or self.batch_size * world.num_ranks
+    @property
+    def whole_batch_epochs(self) -> bool:
+        """Whether epochs are whole global batches (weights change by global batch index).
+
+        Online weights and a static ``schedule`` are indexed by global batch, so their epochs
+        are rounded down to whole global batches; otherwise an epoch is exactly
+        ``epoch_size`` samples and its last global batch may be partial.
+        """
+        return self.mixing.weight_updates != "static" or bool(self.mixing.schedule)
+
+    def _init_batch_size(self, world: World) -> None:
+        if self.batch_size is None:
+            if self.whole_batch_epochs:
+                raise ValueError(
+                    "StreamMixDataset needs batch_size (samples per device per batch) at "
+                    "construction when weights change during the run (online weights or "
+                    "MixingConfig.schedule): the changes are indexed by global batch")
+            self.global_batch_size = None
+            return
+        self.global_batch_size = self.mixing.global_batch_size or self.batch_size * world.num_ranks
         if self.global_batch_size % world.num_ranks:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not divisible by the "
@@ -106,15 +130,42 @@ class StreamMixDataset(StreamingDataset):
                 f"{self.global_batch_size} over {world.num_ranks} ranks "
                 f"(expected {self.global_batch_size // world.num_ranks})"
             )
+
+    def _require_batch_size(self) -> int:
+        """The global batch size; a clear error if ``batch_size`` was never given."""
+        if self.global_batch_size is None:
+            raise ValueError(
+                "Please pass batch_size to StreamMixDataset (samples per device per batch, the "
+                "same as the DataLoader's): the order's global batches and the resume state "
+                "need it, as upstream StreamingDataset needs it to iterate")
+        return self.global_batch_size
+
+    def _counts_and_weights(self, sources: DomainSources, weighting: str) -> tuple:
+        mixing = self.mixing
+        if weighting == "absolute":
+            counts = stream_sample_counts(
+                self.streams, self.domain_names, self.samples_per_stream.tolist(),
+                mixing=mixing, options=self.upstream_options, seed=self.order_seed)
+        else:
+            counts = sources.load_sample_counts(mixing.sample_counts)
+        weights = mixing.domain_weights
+        if weighting == "relative":
+            weights = stream_domain_weights(self.streams, self.domain_names, mixing)
+        return counts, weights
+
+    def _init_order(self, sources: DomainSources, weighting: str = "none") -> None:
+        mixing = self.mixing
+        world = self._parallel_rank_world
+        self._init_batch_size(world)
         self.order_seed = mixing.seed if mixing.seed is not None else int(self.shuffle_seed)
-        counts = sources.load_sample_counts(mixing.sample_counts)
+        counts, domain_weights = self._counts_and_weights(sources, weighting)
         layouts = []
         for d, name in enumerate(self.domain_names):
             begin = int(self.shard_offset_per_stream[d])
             end = begin + int(self.shards_per_stream[d])
             layouts.append(DomainLayout(
                 shard_sizes=tuple(int(x) for x in self.samples_per_shard[begin:end]),
-                repeat_counts=None if counts is None else counts[name],
+                repeat_counts=None if counts is None else counts.get(name),
             ))
         pass_sizes = np.array([layout.pass_size for layout in layouts], dtype=np.int64)
         if pass_sizes.sum() <= 0:
@@ -131,22 +182,16 @@ class StreamMixDataset(StreamingDataset):
                 natural_shares = pass_tokens
         else:
             natural = int(pass_sizes.sum())
-        self.initial_weights = self._weights_vector(mixing.domain_weights, natural_shares,
+        self.initial_weights = self._weights_vector(domain_weights, natural_shares,
                                                     "domain_weights")
         self._static_updates = tuple(
             (int(start), self._weights_vector(w, natural_shares, f"schedule at batch {start}"))
             for start, w in mixing.schedule
         )
-        epoch_size = int(self.epoch_size) if self._user_epoch_size else natural
-        self.epoch_size = (epoch_size // self.global_batch_size) * self.global_batch_size
-        if self.epoch_size == 0:
-            raise ValueError(
-                f"epoch of {epoch_size} samples is smaller than one global batch "
-                f"({self.global_batch_size})"
-            )
-        self.length = self.epoch_size // world.num_ranks
+        self._init_epoch(int(self.epoch_size) if self._user_epoch_size else natural, world)
         self.order_config = OrderConfig(seed=self.order_seed, window_shards=mixing.window_shards,
-                                        interleave=mixing.interleave)
+                                        interleave=mixing.interleave,
+                                        shuffle=self.upstream_options.shuffle)
         self.fingerprint = self._compute_fingerprint(sources, counts)
         self._published: tuple[tuple[int, tuple[float, ...]], ...] = ()
         self._horizon = 0
@@ -154,6 +199,20 @@ class StreamMixDataset(StreamingDataset):
         if mixing.weight_updates != "static":
             self.channel = WeightChannel.create(num_domains=len(self.domain_names))
         self._schedule_cache: tuple[tuple, Schedule] | None = None
+
+    def _init_epoch(self, epoch_size: int, world: World) -> None:
+        """Epoch size and ``len()``: see :attr:`whole_batch_epochs`."""
+        if self.whole_batch_epochs:
+            G = self._require_batch_size()
+            if epoch_size < G:
+                raise ValueError(f"epoch of {epoch_size} samples is smaller than one global "
+                                 f"batch ({G})")
+            epoch_size = (epoch_size // G) * G
+        if epoch_size <= 0:
+            raise ValueError(f"an epoch needs at least one sample, got epoch_size {epoch_size}")
+        self.epoch_size = epoch_size
+        # as upstream: a partial last global batch is padded to the same count on every rank
+        self.length = -(-epoch_size // world.num_ranks)
 
     @property
     def _user_epoch_size(self) -> bool:
@@ -197,10 +256,15 @@ class StreamMixDataset(StreamingDataset):
             "sequence_length": self.mixing.sequence_length,
             "separator_id": self.mixing.separator_id,
         }
+        if not self.upstream_options.shuffle:
+            layout["shuffle"] = False  # only when set: fingerprints of shuffled runs unchanged
+        if self.per_stream:
+            layout["batching"] = "per_stream"
         digest.update(json.dumps(layout, sort_keys=True).encode())
         if counts is not None:
             for name in self.domain_names:
-                digest.update(np.ascontiguousarray(counts[name], dtype=np.int64).tobytes())
+                if counts.get(name) is not None:
+                    digest.update(np.ascontiguousarray(counts[name], dtype=np.int64).tobytes())
         return digest.hexdigest()
 
     # ------------------------------------------------------------------ schedule
@@ -253,7 +317,9 @@ class StreamMixDataset(StreamingDataset):
         that starts at or after the batch's first token, found under the schedule so far
         (only earlier documents, whose weights are final, decide where that is).
         """
-        G = self.global_batch_size
+        G = self._require_batch_size()
+        if self.per_stream:  # positions are whole global batches
+            return start_batch
         if self.packed_tokens is None or self.mixing.packing != "mixed" or start_batch == 0:
             return start_batch * G
         order = GlobalOrder(config=self.order_config, domains=self.layouts, schedule=schedule)
@@ -263,6 +329,11 @@ class StreamMixDataset(StreamingDataset):
                               separator_length=separator)
         return max(cursor.first_position_at(start_batch * G * self.mixing.sequence_length),
                    schedule.segments[-1].start)
+
+    @property
+    def per_stream(self) -> bool:
+        """``batching_method='per_stream'``: the schedule's positions are global batches."""
+        return self.upstream_options.batching_method == "per_stream"
 
     @property
     def schedule(self) -> Schedule:
@@ -312,8 +383,9 @@ class StreamMixDataset(StreamingDataset):
         """The first ``per_domain`` samples of each domain's held-out (``-val``) split."""
         val_dirs = self._sources.val_dirs
         if val_dirs is None:
-            raise ValueError("this dataset was made from streams=[...], which have no held-out "
-                             "split: pass val_data= to OnlineMixing")
+            raise ValueError("held-out samples need a streammix build (its <domain>-val "
+                             "splits); this dataset was made from plain MDS folders or "
+                             "streams=[...]: pass val_data= to OnlineMixing")
         missing = [n for n, (lo, _) in zip(self.domain_names, val_dirs) if lo is None]
         if missing:
             raise ValueError(f"domains {missing} have no held-out split in the build; rebuild "
@@ -323,84 +395,6 @@ class StreamMixDataset(StreamingDataset):
             held_out[name] = [dict(sample, domain=d)
                               for sample in read_split_head(local, remote, per_domain)]
         return held_out
-
-    # ------------------------------------------------------------------ resume
-
-    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
-        """The resume state (Composer's contract: ``num_samples`` is its ``sample_in_epoch``).
-
-        Upstream names the epoch of the last iterator started (``next_epoch - 1``). At an
-        epoch-end checkpoint Composer has already moved to the next epoch and passes
-        ``num_samples=0``, so upstream would name the epoch just finished, and a resumed run
-        would serve it again. An epoch iterated since this instance was made or loaded,
-        with nothing counted in it, is therefore a finished one: the state names the next
-        epoch. The absolute position in the run is stored beside and checked on load.
-        """
-        obj = super().state_dict(num_samples, from_beginning)
-        # upstream reports epoch -1 before the first iteration; the samples count from epoch 0
-        epoch = max(int(obj["epoch"]), 0)
-        if from_beginning and num_samples == 0 and self._iterated_since_baseline():
-            epoch = int(self.next_epoch)
-        obj["epoch"] = epoch
-        position = obj["epoch"] * self.epoch_size + obj["sample_in_epoch"]
-        obj["streammix"] = {
-            "version": STATE_VERSION,
-            "seed": self.order_seed,
-            "fingerprint": self.fingerprint,
-            "global_batch_size": self.global_batch_size,
-            "epoch_size": self.epoch_size,
-            "position": int(position),
-            "updates": [[s, list(w)] for s, w in self._published],
-            "horizon": int(self._horizon),
-        }
-        return obj
-
-    def load_state_dict(self, obj: dict[str, Any]) -> None:
-        if int(self.next_epoch) > 0:
-            raise RuntimeError(
-                "load_state_dict was called after iteration started; load the checkpoint "
-                "before the DataLoader is first iterated (a fresh dataset instance)"
-            )
-        mine = obj.get("streammix")
-        if mine is None:
-            raise ValueError("this state was not written by StreamMixDataset (no 'streammix' key)")
-        if mine.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported StreamMixDataset state version {mine.get('version')}")
-        if obj["sample_in_epoch"] % self.global_batch_size:
-            raise ValueError(
-                f"cannot resume at sample {obj['sample_in_epoch']}: not a multiple of the global "
-                f"batch size {self.global_batch_size}"
-            )
-        absolute = int(obj["epoch"]) * self.epoch_size + int(obj["sample_in_epoch"])
-        if int(mine["position"]) != absolute:
-            raise ValueError(
-                f"inconsistent checkpoint: position {mine['position']} but epoch {obj['epoch']} "
-                f"and sample_in_epoch {obj['sample_in_epoch']} give {absolute}"
-            )
-        for key, current in (("seed", self.order_seed), ("fingerprint", self.fingerprint),
-                             ("global_batch_size", self.global_batch_size),
-                             ("epoch_size", self.epoch_size)):
-            if mine[key] != current:
-                raise ValueError(
-                    f"cannot resume: the checkpoint's {key} ({mine[key]!r}) differs from this "
-                    f"dataset's ({current!r}); the data, mixing configuration or seed changed"
-                )
-        published = tuple((int(s), tuple(float(x) for x in w)) for s, w in mine["updates"])
-        if published and self.channel is None:
-            raise ValueError("the checkpoint has online weight updates but this dataset is static")
-        self._published = published
-        self._horizon = int(mine["horizon"])
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = WeightChannel.create(num_domains=len(self.domain_names),
-                                                horizon=self._horizon, updates=published)
-        upstream = {k: v for k, v in obj.items() if k != "streammix"}
-        super().load_state_dict(upstream)
-        self._epoch_baseline = int(self.next_epoch)
-
-    def _iterated_since_baseline(self) -> bool:
-        """Whether an epoch iterator started since this instance was created or loaded."""
-        return int(self.next_epoch) > getattr(self, "_epoch_baseline", 0)
 
     # ------------------------------------------------------------------ iteration
 
@@ -430,79 +424,93 @@ class StreamMixDataset(StreamingDataset):
 
     def _span(self, batch: int, world: World) -> tuple[int, int]:
         return device_batch_span(batch=batch, rank=world.rank, world_size=world.num_ranks,
-                                 global_batch_size=self.global_batch_size)
+                                 global_batch_size=self._require_batch_size())
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if hasattr(self, "_prefetcher"):
             self._prefetcher.stop()
+        self._require_batch_size()
         self._unique_worker_world = self._unique_rank_world.detect_workers()
         self._parallel_worker_world = self._parallel_rank_world.detect_workers()
         epoch, sample_in_epoch = self._resume_incr_epoch()
         world = self._parallel_worker_world
-        if sample_in_epoch % self.global_batch_size:
-            raise ValueError(f"cannot start at sample {sample_in_epoch} of the epoch: not a "
-                             f"multiple of the global batch size {self.global_batch_size}")
-        G = self.global_batch_size
-        first = (epoch * self.epoch_size + sample_in_epoch) // G
-        end = (epoch + 1) * self.epoch_size // G
-        batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
-                                 num_workers=world.workers_per_rank)
+        batches = self._epoch_batches(epoch, sample_in_epoch, world)
         self._prefetcher = prefetcher = _ShardPrefetcher(self)
         try:
             yield from self._iterate(batches, world, prefetcher)
         finally:
             prefetcher.stop()
 
-    def _iterate(self, batches: range, world: World, prefetcher: _ShardPrefetcher
-                 ) -> Iterator[dict[str, Any]]:
-        order: GlobalOrder | None = None
-        packer: DomainBlocks | PackedCursor | None = None
+    def _plan_samples(self, order: GlobalOrder, batch: tuple[int, int, int],
+                      positions: np.ndarray, state: dict[str, Any]
+                      ) -> tuple[list[_PlannedSample], np.ndarray]:
+        """The samples at ``positions`` (sorted, within one global batch) and their ids."""
+        if self.packed_tokens is None:
+            if self.per_stream:
+                domains, local = self._per_stream_samples(order, batch, positions, state)
+            else:
+                lo = int(positions[0])
+                domains, local = order.samples(lo, int(positions[-1]) + 1)
+                domains, local = domains[positions - lo], local[positions - lo]
+            ids = (self.sample_offset_per_stream[domains] + local).astype(np.int64)
+            samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
+                                                                  domains.tolist())]
+            return samples, ids
+        packer = state.get("packer")
+        if packer is None:
+            packer = state["packer"] = self._packer(order)
+        elif packer.order is not order:
+            if isinstance(packer, DomainBlocks):
+                packer.order = order
+            else:  # mixed: documents read ahead may have other weights now
+                packer = state["packer"] = PackedCursor(
+                    order, self.packed_tokens, sequence_length=self.mixing.sequence_length,
+                    separator_length=packer.separator_length, streams=packer.streams)
+        lo, hi = int(positions[0]), int(positions[-1]) + 1
+        every = self._block_pieces(packer, lo, hi)
+        samples = []
+        for pieces in (every[p - lo] for p in positions.tolist()):
+            ids = self.sample_offset_per_stream[pieces.domain] + pieces.sample
+            samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
+        return samples, np.concatenate([np.atleast_1d(s.ids) for s in samples])
+
+    def _iterate(self, batches: Sequence[tuple[int, int, int]], world: World,
+                 prefetcher: _ShardPrefetcher) -> Iterator[dict[str, Any]]:
+        G = self._require_batch_size()
+        state: dict[str, Any] = {"order": None, "packer": None}
         planned: deque[list[_PlannedSample]] = deque()
         pending = iter(batches)
         next_batch = next(pending, None)
         lookahead = max(int(self.predownload or 0), self.batch_size)
 
-        def plan(batch: int, updates: tuple) -> None:
-            nonlocal order, packer
+        def plan(batch: tuple[int, int, int], updates: tuple) -> None:
             schedule = self.schedule_for(updates)
+            order = state["order"]
             if order is None:
                 order = GlobalOrder(config=self.order_config, domains=self.layouts,
                                     schedule=schedule)
             elif order.schedule is not schedule:
                 order = order.with_schedule(schedule)
-                if isinstance(packer, DomainBlocks):
-                    packer.order = order
-                elif packer is not None:  # mixed: documents read ahead may have new weights
-                    packer = PackedCursor(order, self.packed_tokens,
-                                          sequence_length=self.mixing.sequence_length,
-                                          separator_length=packer.separator_length,
-                                          streams=packer.streams)
-            if self.packed_tokens is None:
-                ids, domains = self.plan_batch(order, batch, world)
-                samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
-                                                                      domains.tolist())]
-                shard_ids = ids
-            else:
-                if packer is None:
-                    packer = self._packer(order)
-                start, stop = self._span(batch, world)
-                samples = []
-                for pieces in self._block_pieces(packer, start, stop):
-                    ids = self.sample_offset_per_stream[pieces.domain] + pieces.sample
-                    samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
-                shard_ids = np.concatenate([np.atleast_1d(s.ids) for s in samples])
+            state["order"] = order
+            _, start, size = batch
+            positions = np.unique(self.rank_positions(start, size, world))
+            samples, shard_ids = self._plan_samples(order, batch, positions, state)
+            if size < G:  # a partial batch: the rank's positions in padded order
+                by_position = dict(zip(positions.tolist(), samples))
+                samples = [by_position[p] for p in self.rank_positions(start, size,
+                                                                       world).tolist()]
             planned.append(samples)
             prefetcher.submit(self._shards_of(shard_ids))
 
         while planned or next_batch is not None:
             while next_batch is not None and len(planned) * self.batch_size < lookahead:
-                updates = self._known_updates(next_batch)
+                updates = self._known_updates(next_batch[0])
                 if updates is None:
                     break
                 plan(next_batch, updates)
                 next_batch = next(pending, None)
             if not planned:
-                plan(next_batch, self._final_updates(next_batch))
+                plan(next_batch, self._final_updates(next_batch[0]))
                 next_batch = next(pending, None)
             for planned_sample in planned.popleft():
                 yield self._materialize(planned_sample)

@@ -43,7 +43,8 @@ def domain_streams(order: GlobalOrder, num_tokens: Sequence[np.ndarray], *,
     """One token stream per domain, for the order's seed, layouts and window size."""
     return [PackedDomainStream(layout, tokens, seed=order.config.seed, domain=d,
                                window_shards=order.config.window_shards,
-                               separator_length=separator_length)
+                               separator_length=separator_length,
+                               shuffle=order.config.shuffle)
             for d, (layout, tokens) in enumerate(zip(order.domains, num_tokens))]
 
 

@@ -1,5 +1,9 @@
 """From a streammix build or plain MDS (local and/or remote) to one upstream ``Stream`` per domain.
 
+Plain MDS needs nothing else: a folder with an ``index.json`` is one domain, a folder of such
+folders one domain each; features that need a build's files say so when used (the held-out
+split, packing's token counts).
+
 A build root holds ``streammix.yaml`` (the manifest) and one MDS folder per domain. Given
 ``local`` (and optionally ``remote``), the manifest is read (fetched first when only the
 remote has it) and the requested domains become ``Stream(remote=<remote>/<dir>,
@@ -25,6 +29,8 @@ from streaming import Stream
 from streammix.format import manifest as manifest_format
 from streammix.format import sidecar as sidecar_format
 from streammix.format.remote import RemoteFileMissing, fetch_file
+
+INDEX_NAME = "index.json"
 
 
 class BuildLayoutError(ValueError):
@@ -110,58 +116,124 @@ def _relative(path: Path, root: Path) -> str:
 
 def resolve_sources(*, local: str | os.PathLike | None, remote: str | None,
                     streams: Sequence[Stream] | None, split: str,
-                    domains: Sequence[str] | None) -> DomainSources:
+                    domains: Sequence[str] | None,
+                    upstream_split: str | None = None) -> DomainSources:
+    """The domains of a dataset from ``streams=[...]``, a build, or plain MDS folders.
+
+    ``local``/``remote`` name, in this order of precedence: a streammix build (has
+    ``streammix.yaml``), one plain MDS folder (has ``index.json``: one domain), or a folder
+    of MDS folders (one domain per subfolder with an ``index.json``, named by the subfolder;
+    on a remote, which cannot be listed, ``MixingConfig.domains`` names the subfolders).
+    ``upstream_split`` is upstream's ``split=``: a plain MDS folder's index is then in
+    ``<folder>/<split>/``, as upstream reads it.
+    """
     if streams is not None:
         if local is not None or remote is not None:
             raise ValueError("give either streams=[...] (one per domain) or local/remote, not both")
-        if domains is not None:
-            raise ValueError("MixingConfig.domains selects domains of a build; with streams=[...] "
-                             "pass only the streams you want")
-        streams = tuple(streams)
+        return _from_streams(tuple(streams), domains)
+    if local is None:
+        raise ValueError("StreamMixDataset needs local= (a streammix build or MDS folder, or "
+                         "the cache folder for remote=) or streams=[...]")
+    local = os.fspath(local)
+    try:
+        fetch_file(remote, local, manifest_format.MANIFEST_NAME)
+    except RemoteFileMissing:
+        return _from_plain_mds(local, remote, split, domains, upstream_split or "")
+    return _from_build(local, remote, split, domains)
+
+
+def _from_streams(streams: tuple[Stream, ...], domains: Sequence[str] | None) -> DomainSources:
+    if domains is not None:
+        if len(domains) != len(streams):
+            raise ValueError(f"MixingConfig.domains names the streams: give {len(streams)} "
+                             f"names for {len(streams)} streams, got {list(domains)}")
+        names = tuple(domains)
+    else:
         names = tuple(os.path.basename(os.path.normpath(s.local)) for s in streams)
         if len(set(names)) != len(names):
-            raise ValueError(f"two streams share a domain folder name: {list(names)}")
-        locals_ = tuple(os.path.join(s.local, s.split or "") for s in streams)
-        remotes = tuple(None if s.remote is None else os.path.join(s.remote, s.split or "")
-                        for s in streams)
-        sources = DomainSources(names, streams, locals_, remotes)
+            raise ValueError(f"two streams share a domain folder name: {list(names)}; name the "
+                             "domains with MixingConfig(domains=[...]), one per stream")
+    locals_ = tuple(os.path.join(s.local, s.split or "") for s in streams)
+    remotes = tuple(None if s.remote is None else os.path.join(s.remote, s.split or "")
+                    for s in streams)
+    return DomainSources(names, streams, locals_, remotes)
+
+
+def _from_plain_mds(local: str, remote: str | None, split: str,
+                    domains: Sequence[str] | None, sub: str) -> DomainSources:
+    """One plain MDS folder (one domain) or a folder of MDS folders (one domain each)."""
+    if split == "val":
+        raise ValueError(f"MixingConfig(split='val') needs a streammix build (its held-out "
+                         f"<domain>-val splits); {local} has no {manifest_format.MANIFEST_NAME}")
+    def joined(root: str | None, *parts: str) -> str | None:
+        return None if root is None else os.path.join(root, *parts, sub)
+
+    try:
+        fetch_file(joined(remote), joined(local), INDEX_NAME)
+    except RemoteFileMissing:
+        pass
     else:
-        if local is None:
-            raise ValueError("StreamMixDataset needs local= (a streammix build folder, or the "
-                             "cache folder for remote=) or streams=[...]")
-        local = os.fspath(local)
+        if domains is not None and len(domains) != 1:
+            raise ValueError(f"{local} is one MDS folder, so one domain: MixingConfig.domains "
+                             f"may give its one name, got {list(domains)}")
+        name = domains[0] if domains is not None else os.path.basename(os.path.normpath(local))
+        return DomainSources((name,), (Stream(local=local, remote=remote),),
+                             (joined(local),), (joined(remote),))
+    names = tuple(domains) if domains is not None else _mds_subfolders(local, remote, sub)
+    for name in names:
         try:
-            fetch_file(remote, local, manifest_format.MANIFEST_NAME)
+            fetch_file(joined(remote, name), joined(local, name), INDEX_NAME)
         except RemoteFileMissing:
-            raise manifest_format.ManifestError(
-                f"{local} has no {manifest_format.MANIFEST_NAME}"
-                + (f" and neither has {remote}" if remote else "")
-                + ": give a streammix build (streammix-build --out), or plain MDS folders as "
-                "streams=[Stream(...)]") from None
-        manifest = manifest_format.read_manifest(local)
-        available = manifest.domain_names
-        chosen = tuple(domains) if domains is not None else available
-        unknown = [d for d in chosen if d not in available]
-        if unknown:
-            raise ValueError(f"domains {unknown} are not in the build at {local}; "
-                             f"it has {list(available)}")
-        entries = [manifest.domain(name) for name in chosen]
-        if split == "val":
-            no_val = [e.name for e in entries if e.val_dir is None]
-            if no_val:
-                raise ValueError(f"domains {no_val} have no held-out split in {local}; rebuild "
-                                 "with streammix-build --val-fraction or --val-samples")
-        dirs = [_relative(e.val_dir if split == "val" else e.dir, manifest.out) for e in entries]
-        locals_ = tuple(os.path.join(local, d) for d in dirs)
-        remotes = tuple(None if remote is None else os.path.join(remote, d) for d in dirs)
-        built = tuple(Stream(local=lo, remote=re) for lo, re in zip(locals_, remotes))
-        val_dirs = []
-        for entry in entries:
-            val_dir = None if entry.val_dir is None else _relative(entry.val_dir, manifest.out)
-            val_dirs.append((None, None) if val_dir is None else
-                            (os.path.join(local, val_dir),
-                             None if remote is None else os.path.join(remote, val_dir)))
-        sha = tuple(e.val_index_sha256 if split == "val" else e.index_sha256 for e in entries)
-        sources = DomainSources(chosen, built, locals_, remotes, val_dirs=tuple(val_dirs),
-                                index_sha256=sha, has_tokens=manifest.token_dtype is not None)
-    return sources
+            raise ValueError(f"domain {name!r}: {joined(remote, name) or joined(local, name)} "
+                             f"has no {INDEX_NAME} (not an MDS folder)") from None
+    streams = tuple(Stream(local=os.path.join(local, n),
+                           remote=None if remote is None else os.path.join(remote, n))
+                    for n in names)
+    return DomainSources(names, streams, tuple(joined(local, n) for n in names),
+                         tuple(joined(remote, n) for n in names))
+
+
+def _mds_subfolders(local: str, remote: str | None, sub: str) -> tuple[str, ...]:
+    where = local if remote is None else f"{remote} (cache {local})"
+    found = ()
+    if os.path.isdir(local):
+        found = tuple(sorted(e.name for e in os.scandir(local)
+                             if e.is_dir()
+                             and os.path.exists(os.path.join(e.path, sub, INDEX_NAME))))
+    if found:
+        return found
+    raise ValueError(
+        f"{where} has no {manifest_format.MANIFEST_NAME} (a streammix build), no {INDEX_NAME} "
+        f"(one MDS folder) and no subfolders with an {INDEX_NAME} (MDS folders, one domain "
+        "each)" + ("; a remote cannot be listed: name its MDS subfolders with "
+                   "MixingConfig(domains=[...])" if remote is not None else ""))
+
+
+def _from_build(local: str, remote: str | None, split: str,
+                domains: Sequence[str] | None) -> DomainSources:
+    manifest = manifest_format.read_manifest(local)
+    available = manifest.domain_names
+    chosen = tuple(domains) if domains is not None else available
+    unknown = [d for d in chosen if d not in available]
+    if unknown:
+        raise ValueError(f"domains {unknown} are not in the build at {local}; "
+                         f"it has {list(available)}")
+    entries = [manifest.domain(name) for name in chosen]
+    if split == "val":
+        no_val = [e.name for e in entries if e.val_dir is None]
+        if no_val:
+            raise ValueError(f"domains {no_val} have no held-out split in {local}; rebuild "
+                             "with streammix-build --val-fraction or --val-samples")
+    dirs = [_relative(e.val_dir if split == "val" else e.dir, manifest.out) for e in entries]
+    locals_ = tuple(os.path.join(local, d) for d in dirs)
+    remotes = tuple(None if remote is None else os.path.join(remote, d) for d in dirs)
+    built = tuple(Stream(local=lo, remote=re) for lo, re in zip(locals_, remotes))
+    val_dirs = []
+    for entry in entries:
+        val_dir = None if entry.val_dir is None else _relative(entry.val_dir, manifest.out)
+        val_dirs.append((None, None) if val_dir is None else
+                        (os.path.join(local, val_dir),
+                         None if remote is None else os.path.join(remote, val_dir)))
+    sha = tuple(e.val_index_sha256 if split == "val" else e.index_sha256 for e in entries)
+    return DomainSources(chosen, built, locals_, remotes, val_dirs=tuple(val_dirs),
+                         index_sha256=sha, has_tokens=manifest.token_dtype is not None)

@@ -93,3 +93,16 @@ def test_layout_validation():
         empty.elements_to_samples(0, 1)
     with pytest.raises(ValueError, match="window_shards"):
         PassTables(DomainLayout(shard_sizes=(2,)), seed=0, domain=0, window_shards=0)
+
+
+def test_unshuffled_passes_list_shards_and_samples_in_order():
+    counts = np.array([1, 0, 2, 1, 1, 3, 1], dtype=np.int64)
+    layout = DomainLayout(shard_sizes=(3, 2, 2), repeat_counts=counts)
+    expected = [0, 2, 2, 3, 4, 5, 5, 5, 6]
+    tables = PassTables(layout, seed=5, domain=1, window_shards=2, shuffle=False)
+    got = tables.elements_to_samples(0, 3 * len(expected)).tolist()
+    assert got == expected * 3
+    assert pass_reference(layout, seed=5, domain=1, pass_index=2, window_shards=2,
+                          shuffle=False) == expected
+    shuffled = PassTables(layout, seed=5, domain=1, window_shards=2)
+    assert shuffled.elements_to_samples(0, len(expected)).tolist() != expected

@@ -58,3 +58,30 @@ def build(tmp_path_factory) -> Path:
                     "--out", str(out), "--tokenizer", str(root / "tok"), "--val-samples", "3",
                     "--workers", "1", "--quiet"], check=True)
     return out
+
+
+@pytest.fixture
+def mds_writer():
+    """``write_domain``, for tests that lay out their own MDS folders."""
+    return write_domain
+
+
+@pytest.fixture(autouse=True)
+def release_upstream_shared_memory():
+    """After each test, release the shared memory upstream StreamingDataset instances made.
+
+    Upstream keeps every segment it creates or attaches to alive until interpreter exit (an
+    atexit hook), and each new dataset attaches to every earlier prefix while looking for a
+    free one, so a process that makes hundreds of datasets runs out of file descriptors. A
+    training job makes one dataset; the test suite makes many, so it cleans up between tests.
+    """
+    yield
+    from streaming.base.shared.memory import SharedMemory
+
+    gc.collect()
+    for obj in gc.get_objects():
+        if type(obj) is SharedMemory:  # not isinstance: it would touch lazy torch attributes
+            try:
+                obj.cleanup()
+            except (FileNotFoundError, BufferError):
+                pass

@@ -52,7 +52,10 @@ def test_held_out_split_is_served_separately(build) -> None:
     assert {k: len(v) for k, v in held_out.items()} == {"code": 3, "web": 3}
     del dataset
     val = _dataset(build, seed=1, split="val")
-    assert val.epoch_size == 4  # 6 held-out samples, rounded down to whole global batches
+    # 6 held-out samples: one pass per epoch, the last global batch partial (batch_size 4)
+    assert val.epoch_size == 6 and len(val) == 6
+    assert sorted((s["domain"], s["text"]) for s in val) == sorted(
+        (d, s["text"]) for d, name in enumerate(val.domain_names) for s in held_out[name])
 
 
 def test_a_sidecar_that_no_longer_matches_its_stream_is_refused(build, tmp_path) -> None:

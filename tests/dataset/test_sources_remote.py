@@ -18,7 +18,6 @@ import pytest
 
 from streammix import MixingConfig, StreamMixDataset
 from streammix.dataset.sources import BuildLayoutError
-from streammix.format.manifest import ManifestError
 from streammix.format.remote import RemoteFileMissing, fetch_file
 from streammix.format.sidecar import SIDECAR_NAME, TOKEN_COUNTS_NAME, read_sidecar
 
@@ -71,11 +70,12 @@ def test_a_rewritten_stream_is_refused_against_the_manifest(build, tmp_path) -> 
         StreamMixDataset(local=str(changed), batch_size=4)
 
 
-def test_a_plain_mds_remote_is_not_taken_for_a_build(mds_domains, tmp_path) -> None:
+def test_a_plain_mds_remote_is_one_domain_per_folder(mds_domains, tmp_path) -> None:
     gc.collect()
-    with pytest.raises(ManifestError, match="has no streammix.yaml and neither has"):
-        StreamMixDataset(remote=str(mds_domains[0].parent), local=str(tmp_path / "c"),
-                         batch_size=8)
+    dataset = StreamMixDataset(remote=str(mds_domains[0]), local=str(tmp_path / "c"),
+                               batch_size=8)
+    assert dataset.domain_names == ("c",) and len(dataset) == 120
+    assert not (tmp_path / "c" / "streammix.yaml").exists()
 
 
 def test_a_build_without_tokens_warns_at_creation_and_cannot_pack(tmp_path) -> None:

@@ -1,0 +1,73 @@
+"""Which positions a rank and worker serve: epochs of global batches, partial last batches,
+and per-stream batching (the interleave run over global batches)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from streaming.base.world import World
+
+from streammix.core.order import GlobalOrder
+from streammix.core.partition import device_batch_span, worker_batches
+from streammix.core.passes import PassTables
+
+
+class EpochBatchesMixin:
+    """Batch planning helpers of StreamMixDataset."""
+
+    def rank_positions(self, start: int, size: int, world: World) -> np.ndarray:
+        """Global positions of this rank's part of the global batch ``[start, start + size)``.
+
+        A whole batch (``size == G``) is the rank's contiguous ``G / W`` slice. A partial last
+        batch of an epoch is split as upstream pads one: every rank takes ``ceil(size / W)``
+        positions, the ranks past its end wrapping to its first samples.
+        """
+        G = self._require_batch_size()
+        if size == G:
+            lo, hi = device_batch_span(batch=0, rank=world.rank, world_size=world.num_ranks,
+                                       global_batch_size=G)
+            return np.arange(start + lo, start + hi, dtype=np.int64)
+        per_rank = -(-size // world.num_ranks)
+        index = world.rank * per_rank + np.arange(per_rank, dtype=np.int64)
+        return start + index % size
+
+    def _epoch_batches(self, epoch: int, sample_in_epoch: int, world: World
+                       ) -> list[tuple[int, int, int]]:
+        """``(global batch, start position, size)`` of the batches this worker serves.
+
+        Global batch ``b`` of the run counts every epoch's batches, a partial last one too;
+        with whole-batch epochs it is ``start // G``.
+        """
+        G, E = self._require_batch_size(), self.epoch_size
+        if sample_in_epoch % G and sample_in_epoch != E:
+            raise ValueError(f"cannot start at sample {sample_in_epoch} of the epoch: not a "
+                             f"multiple of the global batch size {G}")
+        first, end = -(-sample_in_epoch // G), -(-E // G)
+        batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
+                                 num_workers=world.workers_per_rank)
+        base, per_epoch = epoch * E, -(-E // G)
+        return [(epoch * per_epoch + j, base + j * G, min(G, E - j * G)) for j in batches]
+
+    def _per_stream_samples(self, order: GlobalOrder, batch: tuple[int, int, int],
+                            positions: np.ndarray, state: dict[str, Any]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-stream batching: the order's position ``b`` is global batch ``b``.
+
+        Batch ``b`` comes from the domain the interleave gives position ``b``; if that domain
+        served ``c`` batches before, the batch reads elements ``[c * G, c * G + size)`` of the
+        domain's stream of passes (a partial last batch leaves the rest of its run unread).
+        """
+        index, start, _ = batch
+        cursors = order.cursors_at(index)  # before samples(): forward reads stay cheap
+        domain = int(order.samples(index, index + 1)[0][0])
+        if state.get("tables") is None:
+            state["tables"] = [PassTables(layout, seed=self.order_seed, domain=d,
+                                          window_shards=self.mixing.window_shards,
+                                          shuffle=self.upstream_options.shuffle)
+                               for d, layout in enumerate(self.layouts)]
+        offsets = positions - start
+        first = int(cursors[domain]) * self._require_batch_size() + int(offsets[0])
+        run = state["tables"][domain].elements_to_samples(first, int(offsets[-1] - offsets[0]) + 1)
+        domains = np.full(positions.shape[0], domain, dtype=np.int32)
+        return domains, run[offsets - offsets[0]]

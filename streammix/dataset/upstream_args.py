@@ -1,0 +1,185 @@
+"""Upstream ``StreamingDataset`` arguments: mapped onto the streammix order, or refused.
+
+``StreamMixDataset`` forwards every upstream argument to ``StreamingDataset``, which
+fetches the indexes and sets up caches. The arguments that decide the *order* are upstream's
+too, and streammix's order replaces upstream's; none of them may be ignored silently:
+
+- ``Stream(proportion=...)``: a domain weight (``MixingConfig.domain_weights`` is the other
+  way to say it; giving both is an error). A proportion of 0 means never served.
+- ``Stream(repeat=...)`` / ``Stream(choose=...)``: per-sample repeat counts inside the
+  domain (``MixingConfig.sample_counts`` is the other way; both is an error). ``choose =
+  k * n + m`` on ``n`` samples gives every sample ``k`` copies per pass and ``m`` samples one
+  more: a subset drawn once per run from the order's seed (a keyed hash per sample), the
+  same in every pass and epoch. That is upstream's ``sampling_method='fixed'``; upstream's
+  ``'balanced'`` redraws the subset each epoch, which streammix does not do, so an explicit
+  ``sampling_method='balanced'`` with a stream that needs a subset is refused.
+- ``shuffle``: not given or True, the streammix shuffled passes; ``shuffle=False``, passes in
+  shard order with samples in order (the domains are still blended by the interleave).
+- ``batching_method``: ``'random'`` (upstream's default) and ``'stratified'`` (every global
+  batch holds each domain in proportion, which the greedy interleave gives) are honoured;
+  ``'per_stream'`` makes every global batch come from one domain, the domains of successive
+  batches interleaved by the weights (the same interleave, over batches instead of
+  samples); ``'device_per_stream'`` is refused, naming ``'per_stream'``.
+- shuffle and partition knobs that the streammix order replaces (``shuffle_algo``,
+  ``shuffle_block_size``, ``num_canonical_nodes``, ``partition_algo``,
+  ``sampling_granularity``, ``replication``) are refused unless given at upstream's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streammix.core.rng import derive_key
+from streammix.dataset.config import MixingConfig
+
+_PURPOSE_CHOOSE = 0x43484F4F  # "CHOO": keys the subset a fractional choose/repeat keeps
+
+_WINDOW = ("streammix shuffles each domain's passes with shard locality; its knob is "
+           "MixingConfig(window_shards=...) (shards shuffled together)")
+_PARTITION = ("streammix's order fixes its own partition: global batch g is positions "
+              "[g*G, (g+1)*G), each rank takes a contiguous slice, and the order depends on "
+              "neither the number of nodes nor ranks")
+
+# argument -> (upstream default, why streammix refuses any other value)
+REFUSED_UNLESS_DEFAULT: dict[str, tuple[Any, str]] = {
+    "shuffle_algo": ("py1e", _WINDOW),
+    "shuffle_block_size": (None, _WINDOW),
+    "num_canonical_nodes": (None, _PARTITION + "; leave num_canonical_nodes unset"),
+    "partition_algo": ("relaxed", _PARTITION),
+    "sampling_granularity": (1, "streammix draws whole passes per sample; shard locality "
+                                "comes from MixingConfig(window_shards=...)"),
+    "replication": (None, "streammix gives every rank its own slice of the global batch; "
+                          "replicate batches in the training loop instead"),
+    "stream_name": ("stream", "StreamMixDataset builds plain upstream Streams; give your "
+                              "own as streams=[...]"),
+    "stream_config": (None, "StreamMixDataset builds plain upstream Streams; give your "
+                            "own as streams=[...]"),
+}
+BATCHING_METHODS = ("random", "stratified", "per_stream")
+SAMPLING_METHODS = ("balanced", "fixed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamOptions:
+    """What the upstream arguments ask of the streammix order.
+
+    Attributes:
+        shuffle: False for upstream's ``shuffle=False`` (passes in shard and sample order).
+        batching_method: ``'random'``, ``'stratified'`` (both the sample interleave) or
+            ``'per_stream'`` (the interleave over whole global batches).
+        sampling_method: as given; None when not given (streammix's subsets are fixed).
+    """
+
+    shuffle: bool
+    batching_method: str
+    sampling_method: str | None
+
+
+def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> UpstreamOptions:
+    """Refuse what streammix cannot honour; return what it honours (``kwargs`` untouched)."""
+    for name, (default, why) in REFUSED_UNLESS_DEFAULT.items():
+        if name in kwargs and kwargs[name] != default:
+            raise ValueError(f"StreamMixDataset does not honour {name}={kwargs[name]!r}: {why}")
+    batching = kwargs.get("batching_method", "random")
+    if batching == "device_per_stream":
+        raise ValueError(
+            "StreamMixDataset does not honour batching_method='device_per_stream': use "
+            "batching_method='per_stream' (every global batch from one domain, the domain "
+            "chosen by the weights)")
+    if batching not in BATCHING_METHODS:
+        raise ValueError(f"batching_method must be one of {BATCHING_METHODS}, got {batching!r}")
+    if batching == "per_stream" and mixing.sequence_length is not None:
+        raise ValueError("batching_method='per_stream' does not combine with packing "
+                         "(sequence_length): a packed block may span domains")
+    if batching == "stratified" and mixing.interleave != "greedy":
+        raise ValueError(
+            "batching_method='stratified' needs MixingConfig(interleave='greedy'): the greedy "
+            "interleave puts each domain in every global batch in proportion to its weight; "
+            f"interleave={mixing.interleave!r} draws domains at random")
+    sampling = kwargs.get("sampling_method")
+    if sampling is not None and sampling not in SAMPLING_METHODS:
+        raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {sampling!r}")
+    shuffle = kwargs.get("shuffle", True)
+    if not isinstance(shuffle, bool):
+        raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+    return UpstreamOptions(shuffle=shuffle, batching_method=batching, sampling_method=sampling)
+
+
+def given_stream_weighting(streams: Sequence[Any] | None) -> str:
+    """``'relative'`` (proportion), ``'absolute'`` (repeat/choose) or ``'none'``.
+
+    Call before upstream's constructor, which sets all three attributes on every stream.
+    """
+    if not streams:
+        return "none"
+    if any(hasattr(s, "proportion") for s in streams):
+        return "relative"
+    if any(hasattr(s, "repeat") or hasattr(s, "choose") for s in streams):
+        return "absolute"
+    return "none"
+
+
+def stream_domain_weights(streams: Sequence[Any], names: Sequence[str],
+                          mixing: MixingConfig) -> dict[str, float] | None:
+    """Domain weights from ``Stream(proportion=...)`` (after upstream normalized them)."""
+    if mixing.domain_weights is not None:
+        raise ValueError("give domain weights once: either Stream(proportion=...) or "
+                         "MixingConfig(domain_weights=...), not both")
+    return {name: float(s.proportion) for name, s in zip(names, streams)}
+
+
+def stream_sample_counts(streams: Sequence[Any], names: Sequence[str],
+                         samples_per_stream: Sequence[int], *, mixing: MixingConfig,
+                         options: UpstreamOptions, seed: int) -> dict[str, np.ndarray | None]:
+    """Per-sample repeat counts from ``Stream(repeat=...)``/``Stream(choose=...)``.
+
+    Upstream has already turned either into ``stream.choose`` (samples per epoch). A stream
+    without a fractional part gets no counts array (None: every sample ``choose / n`` times).
+    """
+    if mixing.sample_counts is not None:
+        raise ValueError("give per-sample counts once: either Stream(repeat=...)/"
+                         "Stream(choose=...) or MixingConfig(sample_counts=...), not both")
+    counts: dict[str, np.ndarray | None] = {}
+    for d, (name, stream, n) in enumerate(zip(names, streams, samples_per_stream)):
+        choose, n = int(stream.choose), int(n)
+        if choose == n:
+            counts[name] = None
+            continue
+        if choose % n and options.sampling_method == "balanced":
+            raise ValueError(
+                f"stream {name!r} chooses {choose} of {n} samples: streammix keeps the same "
+                "subset in every epoch (sampling_method='fixed'); it does not redraw it per "
+                "epoch as sampling_method='balanced' does. Pass sampling_method='fixed' (or "
+                "leave it out), or give a whole-number repeat")
+        counts[name] = choose_counts(n, choose, seed=seed, domain=d)
+    return counts
+
+
+def choose_counts(num_samples: int, choose: int, *, seed: int, domain: int) -> np.ndarray:
+    """Repeat counts summing to ``choose``: ``choose // n`` each, one more for a keyed subset.
+
+    The subset (``choose % n`` samples) is the samples with the smallest keyed hash of their
+    index under ``(seed, domain)``: deterministic, independent of process and platform.
+    """
+    if choose < 0:
+        raise ValueError(f"choose must be >= 0, got {choose}")
+    full, extra = divmod(choose, num_samples)
+    counts = np.full(num_samples, full, dtype=np.int64)
+    if extra:
+        key = np.uint64(derive_key(seed, _PURPOSE_CHOOSE, domain))
+        hashes = _mix64(np.arange(num_samples, dtype=np.uint64) ^ key)
+        counts[np.argsort(hashes, kind="stable")[:extra]] += 1
+    return counts
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on an array (``streammix.core.rng.mix64``, vectorized)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
