@@ -65,7 +65,7 @@ def test_aioli_with_lagged_weights_is_refused(domains) -> None:
 
 
 def test_missing_validation_data_for_a_policy_that_evaluates_is_refused(domains) -> None:
-    with pytest.raises(ValueError, match="no held-out split"):
+    with pytest.raises(ValueError, match="held-out samples need a streammix build.*pass val_data= to OnlineMixing"):
         _trainer(_loader(domains, weight_updates="exact"), OnlineMixing("aioli"))
     with pytest.raises(ValueError, match=r"lacks held-out samples for domains \['b'\]"):
         _trainer(_loader(domains, weight_updates="exact"),
