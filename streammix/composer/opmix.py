@@ -47,7 +47,6 @@ killed while probing resumes from its last checkpoint and probes again from the 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -59,6 +58,7 @@ from composer.core import Callback, Event, State, TimeUnit
 from composer.loggers import Logger
 from composer.utils import dist
 
+from streammix.composer.history import HistoryWriter
 from streammix.composer.lora_probes import (
     PURPOSE_PROBE,
     ProbeConfig,
@@ -88,7 +88,7 @@ class OpMixProbing(Callback):
         probe: how the LoRA probes are trained and evaluated.
         train_data / val_data: ``{domain name: [sample dict, ...]}`` overriding the heads of
             the build's training and held-out splits.
-        history_path: if given, rank 0 writes the decisions there as JSON.
+        history_path: if given, rank 0 appends each decision there as one JSON line.
     """
 
     def __init__(self, policy: str | OpMixPolicy = "opmix", *,
@@ -117,6 +117,7 @@ class OpMixProbing(Callback):
         self._decision: Decision | None = None
         self._decision_end = 0
         self._dataset: StreamMixDataset | None = None
+        self._history_writer: HistoryWriter | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -124,6 +125,7 @@ class OpMixProbing(Callback):
         if event == Event.AFTER_LOAD:
             self._setup(state)
         elif event == Event.FIT_START:
+            self._start_history()
             if self._decision is None:
                 decision, self._policy_state = self.policy.start(self._policy_state)
                 self._publish(state, logger, decision, None)
@@ -134,8 +136,6 @@ class OpMixProbing(Callback):
             total = self.policy.total_steps
             if done >= self._decision_end and (total is None or done < total):
                 self._decide(state, logger, done)
-        elif event == Event.FIT_END:
-            self._write_history()
 
     def _setup(self, state: State) -> None:
         dataset = getattr(state.train_dataloader, "dataset", None)
@@ -285,17 +285,16 @@ class OpMixProbing(Callback):
         metrics["mixing/applies_from_batch"] = start
         metrics.update({f"mixing/info/{k}": v for k, v in decision.info.items()})
         logger.log_metrics(metrics)
-        self._write_history()
+        if self._history_writer is not None:
+            self._history_writer.append(record)
 
-    def _write_history(self) -> None:
+    def _start_history(self) -> None:
+        """Rank 0: the history file restarts from the checkpointed decisions, then appends
+        (the same JSON Lines file as OnlineMixing's; ``read_history`` reads both)."""
         if self.history_path is None or dist.get_global_rank() != 0:
             return
-        self.history_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"domains": list(self._dataset.domain_names) if self._dataset else None,
-                   "history": self.history}
-        tmp = self.history_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(self.history_path)
+        self._history_writer = HistoryWriter(self.history_path, self._dataset.domain_names)
+        self._history_writer.rewrite(self.history)
 
     # ------------------------------------------------------------------ checkpointing
 

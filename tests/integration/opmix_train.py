@@ -5,7 +5,7 @@
 
 The data is composer_train.py's (``pattern`` counting sequences and ``noise``). Every rank
 records its batches like composer_train.py does and, at the end, the weight updates its
-dataset published; rank 0 writes RUN/history.json.
+dataset published; rank 0 writes RUN/history.jsonl.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> None:
                                  "probe_every": args.probe_every, "prior": "current"},
         probe=ProbeConfig(r=4, alpha=8.0, steps=args.probe_steps, lr=1e-2, batch_size=8,
                           train_samples=64, val_samples=16, seed=3),
-        val_data=val_data, history_path=run / "history.json")
+        val_data=val_data, history_path=run / "history.jsonl")
     model = tiny_gpt2(vocab_size=VOCAB, max_seq_len=SEQ_LEN, n_layer=1, n_head=2, n_embd=32,
                       seed=args.seed)
     trainer = Trainer(

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from streammix.composer.history import read_history
+
 sys.path.insert(0, str(Path(__file__).parent))
 from runs import checkpoint, free_port, global_batches  # noqa: E402
 
@@ -38,7 +40,7 @@ def train(data: Path, run: Path, *extra: str, ranks: int = 1, batches: int = BAT
 
 
 def history(run: Path) -> list[dict]:
-    return json.loads((run / "history.json").read_text())["history"]
+    return read_history(run / "history.jsonl")[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_killed_while_probing_resumes_to_the_same_decision_and_order(data, opmix
     its last checkpoint (batch 5), probes again from the same state and decides the same."""
     first, second = tmp_path / "first", tmp_path / "second"
     train(data, first, "--save-interval", "5", "--kill-in-probe", expect=-9)
-    assert not (first / "history.json").exists() or len(history(first)) == 1
+    assert not (first / "history.jsonl").exists() or len(history(first)) == 1
     train(data, second, "--load", checkpoint(first, 5))
     assert history(second) == history(opmix_run)
     joined = {**{b: s for b, s in global_batches(first).items() if b < 5},
