@@ -63,11 +63,12 @@ def test_sigkilled_run_resumed_from_its_last_checkpoint_follows_the_plan(data, r
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    checkpoints = sorted(int(p.name.split("-ba")[1].split("-")[0])
-                         for p in (killed / "checkpoints").glob("ep0-ba*-rank0.pt"))
-    assert checkpoints, "no checkpoint was written before the kill"
-    last = checkpoints[-1]
-    train(data, resumed, "--load", checkpoint(killed, last), "--workers", "2")
+    # Composer writes a checkpoint in place and points ``latest`` at it only once it is
+    # complete; the kill may land mid-write, so resume from ``latest`` as autoresume does.
+    latest = killed / "checkpoints" / "latest-rank0.pt"
+    assert latest.exists(), "no checkpoint was written before the kill"
+    last = int(latest.resolve().name.split("-ba")[1].split("-")[0])
+    train(data, resumed, "--load", str(latest.resolve()), "--workers", "2")
     seen = global_batches(killed)
     trained = {b: seen[b] for b in range(last)} | global_batches(resumed)
     assert trained == reference  # nothing lost, nothing repeated relative to the plan
