@@ -44,6 +44,12 @@ from streammix.core.schedule import Schedule
 from streammix.dataset.batches import EpochBatchesMixin
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
+from streammix.dataset.nodes import (
+    check_order_supports,
+    check_physical_nodes,
+    check_supported,
+    choose_canonical_nodes,
+)
 from streammix.dataset.packing import (
     BlockPieces,
     DomainBlocks,
@@ -78,6 +84,9 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
     def __init__(self, *, mixing: MixingConfig | None = None, **kwargs: Any) -> None:
         self.mixing = mixing if mixing is not None else MixingConfig()
         self.upstream_options = check_upstream_kwargs(kwargs, self.mixing)
+        check_order_supports(self.mixing.canonical_nodes or self.upstream_options.canonical_nodes,
+                             packing=self.mixing.sequence_length is not None,
+                             per_stream=self.per_stream)
         sources = resolve_sources(
             local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
             streams=kwargs.pop("streams", None), split=self.mixing.split,
@@ -189,16 +198,33 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             for start, w in mixing.schedule
         )
         self._init_epoch(int(self.epoch_size) if self._user_epoch_size else natural, world)
-        self.order_config = OrderConfig(seed=self.order_seed, window_shards=mixing.window_shards,
-                                        interleave=mixing.interleave,
-                                        shuffle=self.upstream_options.shuffle)
+        self.canonical_nodes_given = (mixing.canonical_nodes
+                                      or self.upstream_options.canonical_nodes)
+        self._schedule_cache: tuple[tuple, Schedule] | None = None
+        self.set_canonical_nodes(choose_canonical_nodes(
+            given=self.canonical_nodes_given, num_nodes=world.num_nodes,
+            packing=mixing.sequence_length is not None, per_stream=self.per_stream,
+            global_batch_size=self.global_batch_size))
         self.fingerprint = self._compute_fingerprint(sources, counts)
         self._published: tuple[tuple[int, tuple[float, ...]], ...] = ()
         self._horizon = 0
         self.channel: WeightChannel | None = None
         if mixing.weight_updates != "static":
             self.channel = WeightChannel.create(num_domains=len(self.domain_names))
-        self._schedule_cache: tuple[tuple, Schedule] | None = None
+
+    def set_canonical_nodes(self, canonical_nodes: int) -> None:
+        """Serve the order with ``C = canonical_nodes`` (checked against this world)."""
+        check_supported(canonical_nodes, packing=self.mixing.sequence_length is not None,
+                        per_stream=self.per_stream, global_batch_size=self.global_batch_size)
+        check_physical_nodes(self._parallel_rank_world.num_nodes, canonical_nodes)
+        self.canonical_nodes = canonical_nodes
+        self.num_canonical_nodes = canonical_nodes  # upstream's attribute and state key
+        self.order_config = OrderConfig(
+            seed=self.order_seed, window_shards=self.mixing.window_shards,
+            interleave=self.mixing.interleave, shuffle=self.upstream_options.shuffle,
+            canonical_nodes=canonical_nodes,
+            global_batch_size=self.global_batch_size if canonical_nodes > 1 else None)
+        self._schedule_cache = None
 
     def _init_epoch(self, epoch_size: int, world: World) -> None:
         """Epoch size and ``len()``: see :attr:`whole_batch_epochs`."""
@@ -306,7 +332,9 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
                   ) -> Schedule:
         for start, weights in updates:
             schedule = schedule.append(self._segment_start(schedule, start), weights,
-                                       interleave=self.mixing.interleave, seed=self.order_seed)
+                                       interleave=self.mixing.interleave, seed=self.order_seed,
+                                       canonical_nodes=self.order_config.canonical_nodes,
+                                       global_batch_size=self.order_config.global_batch_size)
         return schedule
 
     def _segment_start(self, schedule: Schedule, start_batch: int) -> int:
