@@ -477,9 +477,7 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             if self.per_stream:
                 domains, local = self._per_stream_samples(order, batch, positions, state)
             else:
-                lo = int(positions[0])
-                domains, local = order.samples(lo, int(positions[-1]) + 1)
-                domains, local = domains[positions - lo], local[positions - lo]
+                domains, local = _samples_at(order, positions)
             ids = (self.sample_offset_per_stream[domains] + local).astype(np.int64)
             samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
                                                                   domains.tolist())]
@@ -521,12 +519,12 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
                 order = order.with_schedule(schedule)
             state["order"] = order
             _, start, size = batch
-            positions = np.unique(self.rank_positions(start, size, world))
+            served = self.rank_positions(start, size, world)
+            positions = np.unique(served)
             samples, shard_ids = self._plan_samples(order, batch, positions, state)
-            if size < G:  # a partial batch: the rank's positions in padded order
+            if size < G or not np.array_equal(positions, served):  # padded, residue order
                 by_position = dict(zip(positions.tolist(), samples))
-                samples = [by_position[p] for p in self.rank_positions(start, size,
-                                                                       world).tolist()]
+                samples = [by_position[p] for p in served.tolist()]
             planned.append(samples)
             prefetcher.submit(self._shards_of(shard_ids))
 
@@ -634,6 +632,18 @@ class _PlannedSample(NamedTuple):
     ids: Any                     # a global sample id, or the ids of a packed block's pieces
     domain: int                  # the sample's domain (a packed block: its first piece's)
     pieces: BlockPieces | None   # set for packed blocks
+
+
+def _samples_at(order: GlobalOrder, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(domain, sample) at sorted distinct ``positions``, read run by contiguous run (a rank's positions
+    are one run, or two with canonical nodes; other ranks' positions are not computed)."""
+    domains = np.empty(positions.shape[0], dtype=np.int32)
+    local = np.empty(positions.shape[0], dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, positions.shape[0]]):
+        order.samples(int(positions[lo]), int(positions[hi - 1]) + 1,
+                      out=(domains[lo:hi], local[lo:hi]))
+    return domains, local
 
 
 def _pass_tokens(tokens: Sequence[np.ndarray], layouts: Sequence[DomainLayout],

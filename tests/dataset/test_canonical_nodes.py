@@ -12,9 +12,11 @@ import gc
 
 import pytest
 from streaming import Stream
+from streaming.base.world import World
 from torch.utils.data import DataLoader
 
 from streammix import MixingConfig, StreamMixDataset
+from streammix.core.canonical import node_slices, slice_of
 from streammix.core.order import GlobalOrder, OrderConfig
 from streammix.dataset.nodes import check_physical_nodes, choose_canonical_nodes
 
@@ -164,3 +166,46 @@ def test_online_weights_apply_from_their_batch_and_resume_across_epochs(mds_doma
     assert checkpoint["epoch"] == 1 and checkpoint["streammix"]["position"] == 30 * G
     resumed, _ = _publishing_run(mds_domains, num_workers=num_workers, state=checkpoint)
     assert resumed == batches[30:]
+
+
+@pytest.mark.parametrize("start", [16, 19, 212])
+def test_ranks_of_any_world_serve_the_same_batch_and_nodes_only_their_slices(mds_domains,
+                                                                              start) -> None:
+    """A batch starting off a multiple of G (a later epoch of an epoch size that is not a
+    multiple of G) is served in residue order: the same sequence for every world, and each
+    node's positions in its own canonical slices."""
+    dataset = _make(mds_domains, canonical_nodes=4)
+    sequences = {}
+    for num_nodes, ranks_per_node in ((1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1)):
+        parts = []
+        for rank in range(num_nodes * ranks_per_node):
+            world = World(num_nodes=num_nodes, ranks_per_node=ranks_per_node,
+                          workers_per_rank=1, worker=rank)
+            positions = dataset.rank_positions(start, G, world)
+            node = rank // ranks_per_node
+            slices = {slice_of(int(p), 4, G) for p in positions}
+            if num_nodes <= 4:  # N divides C: the node's own slices
+                assert slices <= set(node_slices(node=node, num_nodes=num_nodes,
+                                                 canonical_nodes=4))
+            else:  # C divides N: N / C nodes share one slice
+                assert slices == {node * 4 // num_nodes}
+            parts.extend(positions.tolist())
+        sequences[num_nodes, ranks_per_node] = parts
+    reference = sorted(range(start, start + G), key=lambda p: p % G)
+    assert all(seq == reference for seq in sequences.values()), sequences
+
+
+def test_epochs_that_are_not_whole_batches_serve_the_order_in_residue_order(mds_domains):
+    dataset = _make(mds_domains, canonical_nodes=2, upstream={"epoch_size": 212})
+    served = _ids(dataset) + _ids(dataset)
+    order = GlobalOrder(config=OrderConfig(seed=7, canonical_nodes=2, global_batch_size=G),
+                        domains=dataset.layouts, schedule=dataset.schedule)
+    domains, local = order.samples(0, 2 * 212)
+    positions = []
+    for epoch in range(2):
+        for start in range(212 * epoch, 212 * (epoch + 1), G):
+            stop = min(start + G, 212 * (epoch + 1))
+            positions += sorted(range(start, stop), key=lambda p: p % G) if stop - start == G \
+                else list(range(start, stop))
+    assert served == [(int(domains[p]), int(local[p])) for p in positions]
+    assert served[:212] == list(zip(domains[:212].tolist(), local[:212].tolist()))
