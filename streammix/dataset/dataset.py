@@ -20,6 +20,10 @@ Iteration (one DataLoader worker of one rank):
 Because the order is a function of ``(seed, layout, schedule, position)`` only, any number of
 ranks and workers with the same global batch size read the same global batches, and
 ``state_dict`` needs only the position and the schedule to resume exactly.
+
+With ``C > 1`` canonical nodes (:mod:`streammix.dataset.nodes`) the order cuts every global
+batch into ``C`` slices that read disjoint groups of shards; a node's ranks hold contiguous
+spans of the batch, hence its own slices, so a node downloads only its groups' shards.
 """
 
 from __future__ import annotations
