@@ -21,7 +21,9 @@ Measured in one run, on generated MDS domains (local, zstd-compressed shards):
    samples (as llm-foundry's concat-tokens converter writes them), num_workers 0 and 2; and
    the time to the first block after resuming at token position 1e10.
 
-    python3 benchmarks/bench_dataset.py [--quick] [--only decisions|packed]
+    python3 benchmarks/bench_dataset.py [--quick] [--only decisions|packed|resume]
+
+``--only resume`` times the resume (2.) with C = 1 and C = 8 canonical nodes, alternating.
 """
 
 from __future__ import annotations
@@ -106,13 +108,15 @@ def bench_throughput(dirs: list[Path], *, workers: int, limit: int, repeats: int
             "first_batch_upstream_s": statistics.median(first_upstream)}
 
 
-def bench_resume(dirs: list[Path], *, position: int, repeats: int) -> dict:
+def bench_resume(dirs: list[Path], *, position: int, repeats: int,
+                 canonical_nodes: int | None = None) -> dict:
     latencies = []
     for _ in range(repeats):
         gc.collect()
         def make() -> StreamMixDataset:  # upstream mutates Streams: fresh ones every time
             return StreamMixDataset(streams=[Stream(local=str(d)) for d in dirs], batch_size=64,
-                                    epoch_size=2 * position, mixing=MixingConfig(seed=1))
+                                    epoch_size=2 * position,
+                                    mixing=MixingConfig(seed=1, canonical_nodes=canonical_nodes))
 
         state = make().state_dict(position, True)
         gc.collect()
@@ -309,7 +313,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="keep shards here")
     parser.add_argument("--decisions", type=int, default=10_000)
     parser.add_argument("--block", type=int, default=512, help="tokens per packed block")
-    parser.add_argument("--only", choices=["decisions", "packed"], default=None,
+    parser.add_argument("--only", choices=["decisions", "packed", "resume"], default=None,
                         help="run only this part")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -326,6 +330,13 @@ def main() -> None:
         dirs = make_shards(root, args.samples_per_domain)
         if args.only == "decisions":
             _print_decisions(bench_decisions(dirs, decisions=args.decisions, root=root))
+            return
+        if args.only == "resume":  # C = 1 against C = 8 canonical nodes, alternating
+            for canonical_nodes in (1, 8) * args.repeats:
+                r = bench_resume(dirs, position=args.resume_position, repeats=1,
+                                 canonical_nodes=canonical_nodes)
+                print(f"resume at position {r['position']:.0e}, C = {canonical_nodes}: first "
+                      f"sample after {r['median_s']:.3f} s", flush=True)
             return
         for workers in (0, 2):
             r = bench_throughput(dirs, workers=workers, limit=args.limit, repeats=args.repeats)

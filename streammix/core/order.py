@@ -211,9 +211,13 @@ class GlobalOrder:
         if C == 1:
             self._lanes[0].samples(start, stop, out)
             return domains, samples
-        self._warm_lanes(start, range(C))
+        spans = [lane_span(start, stop, c, C, G) for c in range(C)]
+        # only the lanes this range reads: a rank reading its node's slices leaves the rest
+        self._warm_lanes(start, [c for c, (lo, hi) in enumerate(spans) if hi > lo])
         for c, lane in enumerate(self._lanes):
-            lo, hi = lane_span(start, stop, c, C, G)
+            lo, hi = spans[c]
+            if hi == lo:
+                continue
             part = self._lane_buffers(hi - lo)
             lane.samples(lo, hi, part)
             scatter_lane(part, lo, c, C, G, start, out)
@@ -260,7 +264,7 @@ class GlobalOrder:
         self._lanes[c].samples(lo, hi, out)
         return lo, out
 
-    def _warm_lanes(self, start: int, lanes: range) -> None:
+    def _warm_lanes(self, start: int, lanes: Sequence[int]) -> None:
         """Lanes that cannot continue their own state at ``start`` start from the nearest
         earlier state any lane holds in the segment (lanes of one read sit within ``2G/C``
         relative indices of each other), so a jump costs one skip-ahead, not one per lane."""

@@ -22,12 +22,23 @@ class EpochBatchesMixin:
         A whole batch (``size == G``) is the rank's contiguous ``G / W`` slice. A partial last
         batch of an epoch is split as upstream pads one: every rank takes ``ceil(size / W)``
         positions, the ranks past its end wrapping to its first samples.
+
+        With canonical nodes (``C > 1``) a whole batch that does not start at a multiple of
+        ``G`` (the epochs after one whose size is not a multiple of ``G``) still holds one
+        position of each residue mod ``G``; it is served in residue order (positions
+        ``start .. start + G`` sorted by ``position % G``), so the rank's slice is its
+        residues ``[r*G/W, (r+1)*G/W)`` and its node keeps reading only its canonical slices.
+        Aligned batches are the same either way.
         """
         G = self._require_batch_size()
         if size == G:
             lo, hi = device_batch_span(batch=0, rank=world.rank, world_size=world.num_ranks,
                                        global_batch_size=G)
-            return np.arange(start + lo, start + hi, dtype=np.int64)
+            if self.canonical_nodes == 1:
+                return np.arange(start + lo, start + hi, dtype=np.int64)
+            positions = start - start % G + np.arange(lo, hi, dtype=np.int64)
+            positions[positions < start] += G
+            return positions
         per_rank = -(-size // world.num_ranks)
         index = world.rank * per_rank + np.arange(per_rank, dtype=np.int64)
         return start + index % size

@@ -51,6 +51,13 @@ class MixingConfig:
             per-device ``batch_size`` times the world size.
         seed: the order's seed; None = upstream's ``shuffle_seed``.
         window_shards: shards shuffled together inside a pass (bounds the working set).
+        canonical_nodes: ``C``, the canonical nodes of the order: every global batch is ``C``
+            slices and slice ``c`` reads only the ``c``-th part of each domain's shards, so
+            physical node ``n`` of ``N`` downloads about ``1/N`` of the data per epoch. None
+            = the checkpoint's when resuming, else the number of physical nodes at this first
+            start (upstream's default for its py1e shuffle); 1 for packing and per-stream
+            batching, which do not support more yet. Keep it fixed for the whole run: ``C``
+            changes the order. ``N`` must divide ``C`` (or ``C`` divide ``N``).
         interleave: ``"greedy"`` (Megatron's deterministic blending) or ``"random"``.
         weight_updates: ``"static"`` (no online changes), ``"exact"`` (a worker waits for
             the weights of a batch it cannot know yet) or ``"lagged"`` (weights published
@@ -76,6 +83,7 @@ class MixingConfig:
     global_batch_size: int | None = None
     seed: int | None = None
     window_shards: int = 4
+    canonical_nodes: int | None = None
     interleave: str = "greedy"
     weight_updates: str = "static"
     lag_batches: int = 0
@@ -112,6 +120,11 @@ class MixingConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
         if self.window_shards < 1:
             raise ValueError(f"window_shards must be >= 1, got {self.window_shards}")
+        if self.canonical_nodes is not None and (
+                isinstance(self.canonical_nodes, bool) or not isinstance(self.canonical_nodes, int)
+                or self.canonical_nodes < 1):
+            raise ValueError(f"canonical_nodes must be a positive integer or None, got "
+                             f"{self.canonical_nodes!r}")
         if self.interleave not in INTERLEAVE_MODES:
             raise ValueError(f"interleave must be one of {INTERLEAVE_MODES}, got {self.interleave!r}")
         if self.weight_updates not in WEIGHT_UPDATE_MODES:

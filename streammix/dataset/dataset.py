@@ -20,6 +20,10 @@ Iteration (one DataLoader worker of one rank):
 Because the order is a function of ``(seed, layout, schedule, position)`` only, any number of
 ranks and workers with the same global batch size read the same global batches, and
 ``state_dict`` needs only the position and the schedule to resume exactly.
+
+With ``C > 1`` canonical nodes (:mod:`streammix.dataset.nodes`) the order cuts every global
+batch into ``C`` slices that read disjoint groups of shards; a node's ranks hold contiguous
+spans of the batch, hence its own slices, so a node downloads only its groups' shards.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ from streammix.core.schedule import Schedule
 from streammix.dataset.batches import EpochBatchesMixin
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
+from streammix.dataset.nodes import (
+    check_order_supports,
+    check_physical_nodes,
+    check_supported,
+    choose_canonical_nodes,
+)
 from streammix.dataset.packing import (
     BlockPieces,
     DomainBlocks,
@@ -78,6 +88,9 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
     def __init__(self, *, mixing: MixingConfig | None = None, **kwargs: Any) -> None:
         self.mixing = mixing if mixing is not None else MixingConfig()
         self.upstream_options = check_upstream_kwargs(kwargs, self.mixing)
+        check_order_supports(self.mixing.canonical_nodes or self.upstream_options.canonical_nodes,
+                             packing=self.mixing.sequence_length is not None,
+                             per_stream=self.per_stream)
         sources = resolve_sources(
             local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
             streams=kwargs.pop("streams", None), split=self.mixing.split,
@@ -189,16 +202,33 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             for start, w in mixing.schedule
         )
         self._init_epoch(int(self.epoch_size) if self._user_epoch_size else natural, world)
-        self.order_config = OrderConfig(seed=self.order_seed, window_shards=mixing.window_shards,
-                                        interleave=mixing.interleave,
-                                        shuffle=self.upstream_options.shuffle)
+        self.canonical_nodes_given = (mixing.canonical_nodes
+                                      or self.upstream_options.canonical_nodes)
+        self._schedule_cache: tuple[tuple, Schedule] | None = None
+        self.set_canonical_nodes(choose_canonical_nodes(
+            given=self.canonical_nodes_given, num_nodes=world.num_nodes,
+            packing=mixing.sequence_length is not None, per_stream=self.per_stream,
+            global_batch_size=self.global_batch_size))
         self.fingerprint = self._compute_fingerprint(sources, counts)
         self._published: tuple[tuple[int, tuple[float, ...]], ...] = ()
         self._horizon = 0
         self.channel: WeightChannel | None = None
         if mixing.weight_updates != "static":
             self.channel = WeightChannel.create(num_domains=len(self.domain_names))
-        self._schedule_cache: tuple[tuple, Schedule] | None = None
+
+    def set_canonical_nodes(self, canonical_nodes: int) -> None:
+        """Serve the order with ``C = canonical_nodes`` (checked against this world)."""
+        check_supported(canonical_nodes, packing=self.mixing.sequence_length is not None,
+                        per_stream=self.per_stream, global_batch_size=self.global_batch_size)
+        check_physical_nodes(self._parallel_rank_world.num_nodes, canonical_nodes)
+        self.canonical_nodes = canonical_nodes
+        self.num_canonical_nodes = canonical_nodes  # upstream's attribute and state key
+        self.order_config = OrderConfig(
+            seed=self.order_seed, window_shards=self.mixing.window_shards,
+            interleave=self.mixing.interleave, shuffle=self.upstream_options.shuffle,
+            canonical_nodes=canonical_nodes,
+            global_batch_size=self.global_batch_size if canonical_nodes > 1 else None)
+        self._schedule_cache = None
 
     def _init_epoch(self, epoch_size: int, world: World) -> None:
         """Epoch size and ``len()``: see :attr:`whole_batch_epochs`."""
@@ -306,7 +336,9 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
                   ) -> Schedule:
         for start, weights in updates:
             schedule = schedule.append(self._segment_start(schedule, start), weights,
-                                       interleave=self.mixing.interleave, seed=self.order_seed)
+                                       interleave=self.mixing.interleave, seed=self.order_seed,
+                                       canonical_nodes=self.order_config.canonical_nodes,
+                                       global_batch_size=self.order_config.global_batch_size)
         return schedule
 
     def _segment_start(self, schedule: Schedule, start_batch: int) -> int:
@@ -449,9 +481,7 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             if self.per_stream:
                 domains, local = self._per_stream_samples(order, batch, positions, state)
             else:
-                lo = int(positions[0])
-                domains, local = order.samples(lo, int(positions[-1]) + 1)
-                domains, local = domains[positions - lo], local[positions - lo]
+                domains, local = _samples_at(order, positions)
             ids = (self.sample_offset_per_stream[domains] + local).astype(np.int64)
             samples = [_PlannedSample(i, d, None) for i, d in zip(ids.tolist(),
                                                                   domains.tolist())]
@@ -493,12 +523,12 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
                 order = order.with_schedule(schedule)
             state["order"] = order
             _, start, size = batch
-            positions = np.unique(self.rank_positions(start, size, world))
+            served = self.rank_positions(start, size, world)
+            positions = np.unique(served)
             samples, shard_ids = self._plan_samples(order, batch, positions, state)
-            if size < G:  # a partial batch: the rank's positions in padded order
+            if size < G or not np.array_equal(positions, served):  # padded, residue order
                 by_position = dict(zip(positions.tolist(), samples))
-                samples = [by_position[p] for p in self.rank_positions(start, size,
-                                                                       world).tolist()]
+                samples = [by_position[p] for p in served.tolist()]
             planned.append(samples)
             prefetcher.submit(self._shards_of(shard_ids))
 
@@ -606,6 +636,18 @@ class _PlannedSample(NamedTuple):
     ids: Any                     # a global sample id, or the ids of a packed block's pieces
     domain: int                  # the sample's domain (a packed block: its first piece's)
     pieces: BlockPieces | None   # set for packed blocks
+
+
+def _samples_at(order: GlobalOrder, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(domain, sample) at sorted distinct ``positions``, read run by contiguous run (a rank's positions
+    are one run, or two with canonical nodes; other ranks' positions are not computed)."""
+    domains = np.empty(positions.shape[0], dtype=np.int32)
+    local = np.empty(positions.shape[0], dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, positions.shape[0]]):
+        order.samples(int(positions[lo]), int(positions[hi - 1]) + 1,
+                      out=(domains[lo:hi], local[lo:hi]))
+    return domains, local
 
 
 def _pass_tokens(tokens: Sequence[np.ndarray], layouts: Sequence[DomainLayout],

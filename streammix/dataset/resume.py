@@ -2,7 +2,10 @@
 
 The state is upstream's keys (``epoch``, ``sample_in_epoch``, ...) plus a ``streammix`` entry:
 the absolute position in the run (``epoch * epoch_size + sample_in_epoch``), the seed, the
-layout fingerprint and every published weight update. A plain ``StreamingDataset`` state
+layout fingerprint, the canonical nodes ``C`` and every published weight update. On load the
+checkpoint's ``C`` is adopted (a state without one is from before canonical nodes: ``C = 1``),
+so a run resumed on another number of physical nodes keeps its order; a ``C`` given to the
+new instance that differs is refused. A plain ``StreamingDataset`` state
 (no ``streammix`` entry) is adopted: the streammix order starts at its global sample.
 """
 
@@ -43,6 +46,7 @@ class ResumeMixin:
             "seed": self.order_seed,
             "fingerprint": self.fingerprint,
             "global_batch_size": self.global_batch_size,
+            "canonical_nodes": self.canonical_nodes,
             "epoch_size": self.epoch_size,
             "position": int(position),
             "updates": [[s, list(w)] for s, w in self._published],
@@ -82,6 +86,7 @@ class ResumeMixin:
                     f"cannot resume: the checkpoint's {key} ({mine[key]!r}) differs from this "
                     f"dataset's ({current!r}); the data, mixing configuration or seed changed"
                 )
+        self._adopt_canonical_nodes(int(mine.get("canonical_nodes", 1)))
         published = tuple((int(s), tuple(float(x) for x in w)) for s, w in mine["updates"])
         if published and self.channel is None:
             raise ValueError("the checkpoint has online weight updates but this dataset is static")
@@ -94,6 +99,19 @@ class ResumeMixin:
         upstream = {k: v for k, v in obj.items() if k != "streammix"}
         super().load_state_dict(upstream)
         self._epoch_baseline = int(self.next_epoch)
+
+    def _adopt_canonical_nodes(self, saved: int) -> None:
+        """Serve the checkpoint's canonical nodes (they fix the order), or refuse."""
+        given = self.canonical_nodes_given
+        if given is not None and given != saved:
+            raise ValueError(
+                f"cannot resume: the checkpoint's canonical_nodes ({saved}) differs from the "
+                f"canonical_nodes given to this dataset ({given}); the order depends on it. "
+                "Leave canonical_nodes unset to adopt the checkpoint's")
+        if saved != self.canonical_nodes:
+            logger.info("resuming with the checkpoint's %d canonical nodes (a first start here "
+                        "would have chosen %d)", saved, self.canonical_nodes)
+            self.set_canonical_nodes(saved)
 
     def _adopt_upstream_state(self, obj: dict[str, Any]) -> None:
         """Start the streammix order where a plain ``StreamingDataset`` checkpoint stopped.

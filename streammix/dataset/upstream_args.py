@@ -20,9 +20,13 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   ``'per_stream'`` makes every global batch come from one domain, the domains of successive
   batches interleaved by the weights (the same interleave, over batches instead of
   samples); ``'device_per_stream'`` is refused, naming ``'per_stream'``.
+- ``num_canonical_nodes``: the streammix order's canonical nodes ``C``
+  (``MixingConfig.canonical_nodes`` is the other way to say it; giving both differently is
+  an error). Upstream's meaning carries over: the order depends on ``C``, not on the
+  physical nodes, and each node reads its own part of the shards.
 - shuffle and partition knobs that the streammix order replaces (``shuffle_algo``,
-  ``shuffle_block_size``, ``num_canonical_nodes``, ``partition_algo``,
-  ``sampling_granularity``, ``replication``) are refused unless given at upstream's default.
+  ``shuffle_block_size``, ``partition_algo``, ``sampling_granularity``, ``replication``) are
+  refused unless given at upstream's default.
 """
 
 from __future__ import annotations
@@ -42,13 +46,12 @@ _WINDOW = ("streammix shuffles each domain's passes with shard locality; its kno
            "MixingConfig(window_shards=...) (shards shuffled together)")
 _PARTITION = ("streammix's order fixes its own partition: global batch g is positions "
               "[g*G, (g+1)*G), each rank takes a contiguous slice, and the order depends on "
-              "neither the number of nodes nor ranks")
+              "neither the number of nodes nor ranks (only on num_canonical_nodes)")
 
 # argument -> (upstream default, why streammix refuses any other value)
 REFUSED_UNLESS_DEFAULT: dict[str, tuple[Any, str]] = {
     "shuffle_algo": ("py1e", _WINDOW),
     "shuffle_block_size": (None, _WINDOW),
-    "num_canonical_nodes": (None, _PARTITION + "; leave num_canonical_nodes unset"),
     "partition_algo": ("relaxed", _PARTITION),
     "sampling_granularity": (1, "streammix draws whole passes per sample; shard locality "
                                 "comes from MixingConfig(window_shards=...)"),
@@ -72,11 +75,13 @@ class UpstreamOptions:
         batching_method: ``'random'``, ``'stratified'`` (both the sample interleave) or
             ``'per_stream'`` (the interleave over whole global batches).
         sampling_method: as given; None when not given (streammix's subsets are fixed).
+        canonical_nodes: ``num_canonical_nodes`` as given (None: not given).
     """
 
     shuffle: bool
     batching_method: str
     sampling_method: str | None
+    canonical_nodes: int | None = None
 
 
 def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> UpstreamOptions:
@@ -106,7 +111,21 @@ def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> Up
     shuffle = kwargs.get("shuffle", True)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
-    return UpstreamOptions(shuffle=shuffle, batching_method=batching, sampling_method=sampling)
+    return UpstreamOptions(shuffle=shuffle, batching_method=batching, sampling_method=sampling,
+                           canonical_nodes=_canonical_nodes(kwargs, mixing))
+
+
+def _canonical_nodes(kwargs: Mapping[str, Any], mixing: MixingConfig) -> int | None:
+    """``num_canonical_nodes`` checked against ``MixingConfig.canonical_nodes``."""
+    given = kwargs.get("num_canonical_nodes")
+    if given is None:
+        return None
+    if isinstance(given, bool) or not isinstance(given, int | np.integer) or given < 1:
+        raise ValueError(f"num_canonical_nodes must be a positive integer, got {given!r}")
+    if mixing.canonical_nodes is not None and mixing.canonical_nodes != given:
+        raise ValueError(f"num_canonical_nodes={given} and MixingConfig(canonical_nodes="
+                         f"{mixing.canonical_nodes}) disagree: give the canonical nodes once")
+    return int(given)
 
 
 def given_stream_weighting(streams: Sequence[Any] | None) -> str:

@@ -159,7 +159,6 @@ def test_device_per_stream_and_per_stream_packing_are_refused(mds_domains) -> No
 @pytest.mark.parametrize(("name", "value", "names"), [
     ("shuffle_algo", "py1s", "window_shards"),
     ("shuffle_block_size", 1 << 18, "window_shards"),
-    ("num_canonical_nodes", 2, "fixes its own partition"),
     ("partition_algo", "orig", "fixes its own partition"),
     ("sampling_granularity", 4, "window_shards"),
     ("replication", 2, "own slice"),
