@@ -75,11 +75,13 @@ word unigrams (or short shingles), with the estimated Jaccard distance
    ``(1 - J)**num_perm``, 4% at 64 permutations) has **no topic**: ``no_topic`` is set, it is
    its own singleton cluster and ``distance = 1``. Random-character junk, encoded blobs and
    text in a script no topic uses end up here instead of inflating an arbitrary topic
-   (the first medoid, since all distances tie at 1).
+   (the first medoid, since all distances tie at 1). After the build's
+   :func:`collapse_unshared_values` most such documents share the out-of-vocabulary value
+   instead and gather in one compact topic (next paragraph).
 
 **Unshared vocabulary** (:func:`collapse_unshared_values`, applied by the build before
-:func:`topic_clusters`). A signature value that no other distinct document holds at its
-position is a word that, as far as MinHash can tell, only this document uses. Such values
+:func:`topic_clusters`). A signature value that no other document holds at its position
+is a word that, as far as MinHash can tell, only this document uses. Such values
 are replaced by one reserved value, :data:`UNSHARED_VALUE` (``2**32 - 2``), the same for
 every document: the counterpart of the out-of-vocabulary token of a model with a fixed
 vocabulary, whose vocabulary here is what the build's documents share. Why: SampleMix
@@ -374,28 +376,26 @@ class TopicClusters:
 def collapse_unshared_values(signatures: np.ndarray) -> np.ndarray:
     """Topic signatures with every *unshared* value replaced by :data:`UNSHARED_VALUE`.
 
-    A value is unshared when no other distinct document of the input holds it at the same
-    position: the word that won that permutation is, as far as MinHash can tell, used by
-    this document alone. All of them become one value, the MinHash counterpart of an
-    encoder's out-of-vocabulary token (see the module docstring, *Unshared vocabulary*).
-    Identical signatures count as one document; empty-document rows stay as they are.
-    The result depends only on the set of signatures, not on their order.
+    A value is unshared when no other document of the input holds it at the same position:
+    the word that won that permutation is, as far as MinHash can tell, used by this
+    document alone. All of them become one value, the MinHash counterpart of an encoder's
+    out-of-vocabulary token (see the module docstring, *Unshared vocabulary*). Documents
+    are rows: words that copies of a text (or a template, such as a navigation menu) have
+    in common are shared. Empty-document rows stay as they are. Row ``i`` of the result
+    depends only on row ``i`` and the multiset of rows, not on their order.
     """
     _check_signatures(signatures)
-    signatures = np.ascontiguousarray(signatures)
-    if signatures.shape[0] == 0:
-        return signatures.copy()
-    keys = signature_keys(signatures)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    distinct = signatures[first]
-    live = np.flatnonzero(_nonempty_rows(distinct, 1 << 20))
-    for k in range(distinct.shape[1]):
-        column = distinct[live, k]
+    out = np.array(signatures, dtype=np.uint32, copy=True, order="C")
+    live = np.flatnonzero(_nonempty_rows(out, 1 << 20))
+    if live.size == 0:
+        return out
+    for k in range(out.shape[1]):
+        column = out[live, k]
         order = np.argsort(column, kind="stable")
         differs = column[order][1:] != column[order][:-1]
         alone = np.r_[True, differs] & np.r_[differs, True]
-        distinct[live[order[alone]], k] = _UNSHARED_VALUE
-    return distinct[inverse.reshape(-1)]
+        out[live[order[alone]], k] = _UNSHARED_VALUE
+    return out
 
 
 def auto_num_clusters(num_points: int, max_clusters: int = DEFAULT_MAX_TOPIC_CLUSTERS) -> int:

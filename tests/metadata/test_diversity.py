@@ -204,8 +204,8 @@ def test_unshared_values_collapse_into_one_and_shared_ones_stay() -> None:
     sig = np.array(
         [[1, 2, 3], [1, 5, 3], [1, 2, 3], [7, 8, 9], [e, e, e], [e, e, e]], dtype=np.uint32
     )
-    # rows 0 and 2 are one document: value 2 is held by it alone
-    expected = [[1, u, 3], [1, u, 3], [1, u, 3], [u, u, u], [e, e, e], [e, e, e]]
+    # a value is shared when another row holds it at the same position (copies count)
+    expected = [[1, 2, 3], [1, u, 3], [1, 2, 3], [u, u, u], [e, e, e], [e, e, e]]
     collapsed = collapse_unshared_values(sig)
     assert collapsed.dtype == np.uint32 and collapsed.tolist() == expected
     assert sig[0, 1] == 2  # the input is left alone
