@@ -6,11 +6,13 @@ that the sidecar keeps. Over all domains together this stage computes:
 
 - near-duplicate clusters from the MinHash signatures (LSH + union-find); a cluster's id is
   the smallest sample key among its members;
-- topic clusters: k-medoids over the unigram topic signatures (or, with
-  ``--topic-backend embeddings:DIR``, k-means over sentence embeddings,
-  ``streammix.metadata.embedding_topics``)
+- topic clusters: k-medoids over the unigram topic signatures
   (``streammix.metadata.clusters.topic_clusters``, ``topic_clusters`` clusters, 0 = about
-  the square root of the number of documents, seeded with the build ``seed``), and the
+  the square root of the number of documents, seeded with the build ``seed``), after
+  ``collapse_unshared_values`` has turned every signature value that no other document of
+  the build holds into one out-of-vocabulary value (or, with ``--topic-backend
+  embeddings:DIR``, k-means over sentence embeddings, ``streammix.metadata.embedding_topics``),
+  and the
   diversity score from their compactness and separation, discounted by near-duplicate
   cluster size (``streammix.metadata.diversity``);
 - the normalized quality: ``rank_normalize`` of the raw scores over the whole build
@@ -221,7 +223,7 @@ def topic_columns(
 ) -> dict[str, np.ndarray]:
     """Topic clusters (k-medoids over the topic signatures, or k-means over the topic
     embeddings with ``--topic-backend embeddings:DIR``) and the diversity terms."""
-    from streammix.metadata.clusters import topic_clusters
+    from streammix.metadata.clusters import collapse_unshared_values, topic_clusters
     from streammix.metadata.diversity import diversity_from_topics, diversity_scores
     from streammix.metadata.embedding_topics import embedding_keys, kmeans_topics
 
@@ -237,9 +239,10 @@ def topic_columns(
             dup_cluster_id=dup_id,
         )
     else:
-        topics = topic_clusters(topic_features, num_clusters=k, seed=config.seed)
+        signatures = collapse_unshared_values(topic_features)
+        topics = topic_clusters(signatures, num_clusters=k, seed=config.seed)
         scores = diversity_scores(
-            topic_features, topics=topics, dup_cluster_size=dup_size, dup_cluster_id=dup_id
+            signatures, topics=topics, dup_cluster_size=dup_size, dup_cluster_id=dup_id
         )
     return {
         "topic_cluster_id": np.asarray(topics.cluster_id, dtype=np.int64),

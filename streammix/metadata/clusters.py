@@ -75,7 +75,32 @@ word unigrams (or short shingles), with the estimated Jaccard distance
    ``(1 - J)**num_perm``, 4% at 64 permutations) has **no topic**: ``no_topic`` is set, it is
    its own singleton cluster and ``distance = 1``. Random-character junk, encoded blobs and
    text in a script no topic uses end up here instead of inflating an arbitrary topic
-   (the first medoid, since all distances tie at 1).
+   (the first medoid, since all distances tie at 1). After the build's
+   :func:`collapse_unshared_values` most such documents share the out-of-vocabulary value
+   instead and gather in one compact topic (next paragraph).
+
+**Unshared vocabulary** (:func:`collapse_unshared_values`, applied by the build before
+:func:`topic_clusters`). A signature value that no other document holds at its position
+is a word that, as far as MinHash can tell, only this document uses. Such values
+are replaced by one reserved value, :data:`UNSHARED_VALUE` (``2**32 - 2``), the same for
+every document: the counterpart of the out-of-vocabulary token of a model with a fixed
+vocabulary, whose vocabulary here is what the build's documents share. Why: SampleMix
+clusters sentence *embeddings*, and an encoder maps text it cannot make sense of (random
+characters, encoded blobs, tables of hex digits) to one region, so such documents form a
+tight cluster of low diversity. In raw word-set space the opposite happens: every random
+token is new, junk shares almost nothing with anything, and it looks maximally spread and
+separated, the top of the diversity score. With the collapse, junk (most of its values
+unshared: 66-86% on issue 16's injected corpus, against a median of 9% for real documents)
+agrees with other such documents on the positions where both are unshared, so it gathers
+in a compact topic like the encoder's, while two real documents agree on few extra
+positions (both unshared at 1% of the positions at that median). It changes real
+documents' topics somewhat (documents with much private vocabulary, such as long modules
+full of their own identifiers, drift towards each other); the cost is measured in
+``benchmarks/RESULTS.md`` (issue 16). Whether a value is shared depends on the build:
+a word that several documents use is unshared at a position unless it is the minimum of
+another document there too, so in a large build the shared vocabulary is, roughly, the
+words that occur in hundreds of documents or more. A real MinHash value that happens to
+equal ``2**32 - 2`` is taken for an unshared one (probability ``2**-32`` per value).
 
 The number of clusters ``k`` defaults to ``round(sqrt(distinct signatures))`` capped at
 :data:`DEFAULT_MAX_TOPIC_CLUSTERS` (a sensible size for an inspection- and weighting-level
@@ -99,6 +124,8 @@ from streammix.core.rng import PURPOSE_TOPICS, derive_key, fold_nb, mix64_nb, un
 
 EMPTY_MODES = ("singleton", "together")
 _EMPTY_VALUE = np.uint32(0xFFFFFFFF)
+_UNSHARED_VALUE = np.uint32(0xFFFFFFFE)
+UNSHARED_VALUE = int(_UNSHARED_VALUE)  # a topic-signature value no other document holds
 
 
 def _validate_threshold(threshold: float, name: str = "threshold") -> float:
@@ -344,6 +371,31 @@ class TopicClusters:
     medoids: np.ndarray  # int64 [k]: the medoid rows (cluster ids), in canonical order
     empty: np.ndarray  # bool: empty documents, each its own singleton cluster
     no_topic: np.ndarray  # bool: no signature value in common with any medoid (singletons)
+
+
+def collapse_unshared_values(signatures: np.ndarray) -> np.ndarray:
+    """Topic signatures with every *unshared* value replaced by :data:`UNSHARED_VALUE`.
+
+    A value is unshared when no other document of the input holds it at the same position:
+    the word that won that permutation is, as far as MinHash can tell, used by this
+    document alone. All of them become one value, the MinHash counterpart of an encoder's
+    out-of-vocabulary token (see the module docstring, *Unshared vocabulary*). Documents
+    are rows: words that copies of a text (or a template, such as a navigation menu) have
+    in common are shared. Empty-document rows stay as they are. Row ``i`` of the result
+    depends only on row ``i`` and the multiset of rows, not on their order.
+    """
+    _check_signatures(signatures)
+    out = np.array(signatures, dtype=np.uint32, copy=True, order="C")
+    live = np.flatnonzero(_nonempty_rows(out, 1 << 20))
+    if live.size == 0:
+        return out
+    for k in range(out.shape[1]):
+        column = out[live, k]
+        order = np.argsort(column, kind="stable")
+        differs = column[order][1:] != column[order][:-1]
+        alone = np.r_[True, differs] & np.r_[differs, True]
+        out[live[order[alone]], k] = _UNSHARED_VALUE
+    return out
 
 
 def auto_num_clusters(num_points: int, max_clusters: int = DEFAULT_MAX_TOPIC_CLUSTERS) -> int:

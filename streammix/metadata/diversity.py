@@ -38,7 +38,14 @@ Why this is faithful: both of SampleMix's terms are kept with their meaning (spr
 sample's cluster around its centre, distance of that centre to the other centres) and
 their product; only the space changes (MinHash Jaccard instead of embeddings, medoids
 instead of means) and copies are discounted explicitly, which SampleMix gets implicitly
-from embeddings of copies collapsing onto one point. The embedding backend
+from embeddings of copies collapsing onto one point. For the same reason the build first
+collapses every signature value that no other document holds into one out-of-vocabulary
+value (:func:`~streammix.metadata.clusters.collapse_unshared_values`): an encoder puts
+text it cannot read (random characters, blobs) in one tight region, so SampleMix gives it
+low compactness and low diversity, whereas in raw word-set space such text shares nothing
+and would look like the most diverse data of all (on issue 16's injected corpus, 29 of 30
+random-character documents had diversity above 0.93 and sat outside the bottom quartile
+of ``p`` at ``alpha = 0.8``; with the collapse all 30 are in it). The embedding backend
 (:mod:`streammix.metadata.embedding_topics`, k-means over sentence embeddings with the
 cosine distance ``(1 - cos) / 2``) is the paper's own setting; :func:`diversity_from_topics`
 computes steps 2, 4 and 5 for either clustering.

@@ -8,9 +8,18 @@ import numba
 import numpy as np
 import pytest
 
-from streammix.metadata.clusters import auto_num_clusters, duplicate_clusters, topic_clusters
+from streammix.metadata.clusters import (
+    UNSHARED_VALUE,
+    auto_num_clusters,
+    collapse_unshared_values,
+    duplicate_clusters,
+    topic_clusters,
+)
 from streammix.metadata.diversity import diversity_scores, medoid_separation
 from streammix.metadata.minhash import signatures_from_shingles, signatures_from_texts
+from streammix.metadata.normalize import rank_normalize
+from streammix.metadata.quality import HeuristicScorer
+from streammix.metadata.samplemix import samplemix_weights
 from streammix.metadata.shingle import ShingleConfig
 
 UNIGRAMS = ShingleConfig(n=1)
@@ -188,6 +197,64 @@ def test_scores_separate_samples_on_real_text() -> None:
     _, sizes = np.unique(topics.cluster_id, return_counts=True)
     assert auto_num_clusters(len(texts)) == 28 and 20 <= len(topics.medoids) <= 28
     assert (sizes == 1).sum() < 0.2 * len(sizes) and sizes.max() < 0.5 * len(texts)
+
+
+def test_unshared_values_collapse_into_one_and_shared_ones_stay() -> None:
+    e, u = 0xFFFFFFFF, UNSHARED_VALUE
+    sig = np.array(
+        [[1, 2, 3], [1, 5, 3], [1, 2, 3], [7, 8, 9], [e, e, e], [e, e, e]], dtype=np.uint32
+    )
+    # a value is shared when another row holds it at the same position (copies count)
+    expected = [[1, 2, 3], [1, u, 3], [1, 2, 3], [u, u, u], [e, e, e], [e, e, e]]
+    collapsed = collapse_unshared_values(sig)
+    assert collapsed.dtype == np.uint32 and collapsed.tolist() == expected
+    assert sig[0, 1] == 2  # the input is left alone
+    perm = np.array([3, 5, 0, 4, 2, 1])
+    assert np.array_equal(collapse_unshared_values(sig[perm]), collapsed[perm])
+    assert collapse_unshared_values(sig[:0]).shape == (0, 3)
+    with pytest.raises(TypeError, match="uint32"):
+        collapse_unshared_values(sig.astype(np.int64))
+
+
+def _random_character_junk(rnd: random.Random, count: int) -> list[str]:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789#$%&*@!"
+    return [
+        " ".join(
+            "".join(rnd.choice(alphabet) for _ in range(rnd.randint(2, 10)))
+            for _ in range(rnd.randint(100, 400))
+        )
+        for _ in range(count)
+    ]
+
+
+def _samplemix_p(texts: list[str], *, collapse: bool) -> np.ndarray:
+    """``p`` at alpha 0.8 as a default build computes it (heuristic quality, MinHash topics)."""
+    dup_sig = signatures_from_texts(texts, shingle_config=ShingleConfig(), num_perm=128)
+    dup_id, dup_size = duplicate_clusters(dup_sig, threshold=0.8)
+    topic_sig = signatures_from_texts(texts, shingle_config=UNIGRAMS, num_perm=64)
+    if collapse:
+        topic_sig = collapse_unshared_values(topic_sig)
+    topics = topic_clusters(topic_sig, seed=0)
+    diversity = diversity_scores(
+        topic_sig, topics=topics, dup_cluster_size=dup_size, dup_cluster_id=dup_id
+    ).diversity
+    quality = rank_normalize(HeuristicScorer().score(texts, [{}] * len(texts)).quality)
+    return samplemix_weights(quality, diversity, 0.8)
+
+
+@pytest.mark.parametrize("seed", [16, 1])
+def test_random_character_junk_lands_in_the_bottom_quartile_of_p(seed: int) -> None:
+    """Issue 16's goal on real text (standard-library source) plus 4% generated junk."""
+    clean = _stdlib_chunks(600)
+    junk = _random_character_junk(random.Random(seed), 24)
+    texts = clean + junk
+    junk_rows = np.arange(len(clean), len(texts))
+    p = _samplemix_p(texts, collapse=True)
+    bottom = p <= np.quantile(p, 0.25)
+    assert bottom[junk_rows].all(), f"junk in the bottom quartile: {bottom[junk_rows].mean():.0%}"
+    # the fixture is a real test: word-set MinHash without the collapse lifts junk out
+    uncollapsed = _samplemix_p(texts, collapse=False)
+    assert (uncollapsed[junk_rows] > np.quantile(uncollapsed, 0.25)).mean() > 0.5
 
 
 def test_separation_of_medoids() -> None:
