@@ -258,8 +258,8 @@ def _domains(file_domains: Any, flag_domains: list[str] | None) -> list[tuple[st
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """Merge flags over the YAML file into a ``BuildConfig`` (raises ``BuildError``)."""
-    from streammix.build.config import BuildConfig, BuildError, DomainSpec
     from streammix.metadata.shingle import ShingleConfig
+    from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
 
     settings = _read_yaml(args.config) if args.config else {}
     for key in (*FIELD_OF, *SHINGLE_KEYS, "quiet"):
@@ -295,18 +295,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--pairs" in argv:  # preference pairs: a build of its own (streammix.build.pairs)
+    if "--pairs" in argv:  # preference pairs: a build of its own (streammix.pipeline.pairs)
         from streammix.cli.build_pairs import main as pairs_main
 
         return pairs_main([a for a in argv if a != "--pairs"])
     args = build_parser().parse_args(argv)
-    from streammix.build.config import BuildError
     from streammix.format.manifest import ManifestError
     from streammix.format.readers import InputError
+    from streammix.pipeline.config import BuildError
 
     try:
         config = config_from_args(args)
-        from streammix.build.pipeline import run_build
+        from streammix.pipeline.local import run_build
 
         summary = run_build(config)
     except (BuildError, InputError, ManifestError) as exc:

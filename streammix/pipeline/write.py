@@ -27,11 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from streammix.build.cluster import CLUSTER_NAME, SPLIT_TRAIN, SPLIT_VAL
-from streammix.build.config import VAL_SUFFIX, BuildConfig
-from streammix.build.plan import Plan
-from streammix.build.prepare import unit_path
-from streammix.build.workdir import atomic_write_bytes
 from streammix.format.mds import StreamWriter
 from streammix.format.sidecar import (
     SIDECAR_NAME,
@@ -39,6 +34,11 @@ from streammix.format.sidecar import (
     write_sidecar,
     write_token_counts,
 )
+from streammix.pipeline.cluster import CLUSTER_NAME, SPLIT_TRAIN, SPLIT_VAL
+from streammix.pipeline.config import VAL_SUFFIX, BuildConfig
+from streammix.pipeline.plan import Plan
+from streammix.pipeline.prepare import unit_path
+from streammix.pipeline.workdir import atomic_write_bytes
 
 # Samples are encoded on one thread at roughly 300 MB/s (measured), which keeps a few zstd
 # threads busy, not more; each thread holds one shard (64 MB by default) in memory.

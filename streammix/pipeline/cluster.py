@@ -36,10 +36,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streammix.build.config import BuildConfig, BuildError
-from streammix.build.plan import Plan
-from streammix.build.prepare import rejects_path, unit_path
-from streammix.build.workdir import atomic_write_bytes
+from streammix.pipeline.config import BuildConfig, BuildError
+from streammix.pipeline.plan import Plan
+from streammix.pipeline.prepare import rejects_path, unit_path
+from streammix.pipeline.workdir import atomic_write_bytes
 
 CLUSTER_NAME = "cluster.parquet"
 DEDUP_LIST_NAME = "dedup_removed.jsonl"

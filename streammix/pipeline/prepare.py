@@ -9,7 +9,7 @@ records are read and validated, then, in batches of ``batch_size`` documents:
 - given a MinHash signature from the configured shingling (near-duplicates), and a
   second, smaller one over word unigrams (``topic_shingle_size``-grams, ``topic_num_perm``
   permutations) for the topic clusters of stage *cluster* (with ``--topic-backend
-  embeddings:DIR``: a sentence embedding instead, ``streammix.build.embeddings``);
+  embeddings:DIR``: a sentence embedding instead, ``streammix.pipeline.embeddings``);
 - given a *split hash*: the first 8 bytes (little endian) of ``blake2b(seed || text)``.
   The validation split compares it with the fraction (stage *cluster*), so a document's
   split depends only on its text and the seed, never on its position or the unit cut.
@@ -41,8 +41,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streammix.build.config import BuildConfig, BuildError
-from streammix.build.workdir import atomic_write_bytes
 from streammix.format.readers import (
     MALFORMED_JSON,
     MISSING_ID,
@@ -56,6 +54,8 @@ from streammix.format.readers import (
     WorkUnit,
     read_unit,
 )
+from streammix.pipeline.config import BuildConfig, BuildError
+from streammix.pipeline.workdir import atomic_write_bytes
 
 UNITS_DIR = "units"
 NO_TOKENS = "document has no tokens under --tokenizer"
@@ -151,7 +151,7 @@ class UnitPreparer:
         self.scorer = make_scorer(settings.scorer)
         self.embedder = None
         if settings.embedding_model is not None:
-            from streammix.build.embeddings import SentenceEmbedder
+            from streammix.pipeline.embeddings import SentenceEmbedder
 
             try:
                 self.embedder = SentenceEmbedder(settings.embedding_model)
@@ -398,7 +398,7 @@ def prepare_in_worker(unit: WorkUnit) -> UnitStats:
 
 def cluster_in_worker(config: Any, plan: Any, work: Path, out: Path) -> Path:
     """Stage *cluster* (``run_cluster``) in a pool process, with numba's default threads."""
-    from streammix.build.cluster import run_cluster
+    from streammix.pipeline.cluster import run_cluster
 
     if _PREPARER is not None:  # pool processes run their units on one thread
         import numba
