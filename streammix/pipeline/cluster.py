@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +137,9 @@ def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
     columns = cluster_columns(index, config)
     split = assign_splits(index, columns["dup_cluster_id"], config, names)
     columns["split"] = split
-    _check_domains_not_empty(index, split, names, plan, work / "units")
+    check_domains_not_empty(
+        index, split, names, lambda name: _unit_rejects(plan, work / "units", name)
+    )
     if config.dedup:
         removed = np.flatnonzero(split == SPLIT_REMOVED)
         _write_removed_list(
@@ -152,24 +155,32 @@ def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
     return target
 
 
-def _check_domains_not_empty(
-    index: BuildIndex, split: np.ndarray, names: list[str], plan: Plan, units_dir: Path
+def check_domains_not_empty(
+    index: BuildIndex,
+    split: np.ndarray,
+    names: list[str],
+    rejects_of: Callable[[str], Iterable[dict]],
 ) -> None:
+    """A ``BuildError`` naming the cause when a domain has no training document left."""
     for d, name in enumerate(names):
         if not np.any((index.domain == d) & (split == SPLIT_TRAIN)):
-            why = _why_empty(name, int(np.count_nonzero(index.domain == d)), plan, units_dir)
+            why = _why_empty(int(np.count_nonzero(index.domain == d)), rejects_of(name))
             raise BuildError(f"domain {name!r} has no usable documents: {why}")
 
 
-def _why_empty(name: str, kept: int, plan: Plan, units_dir: Path) -> str:
+def _unit_rejects(plan: Plan, units_dir: Path, name: str) -> Iterator[dict]:
+    for unit in plan.units_of(name):
+        for line in rejects_path(units_dir, unit.index).read_text(encoding="utf-8").splitlines():
+            yield json.loads(line)
+
+
+def _why_empty(kept: int, rejects: Iterable[dict]) -> str:
     """The rejects of a domain by reason, with the first record of the commonest reason."""
     reasons: Counter[str] = Counter()
     first: dict[str, dict] = {}
-    for unit in plan.units_of(name):
-        for line in rejects_path(units_dir, unit.index).read_text(encoding="utf-8").splitlines():
-            reject = json.loads(line)
-            reasons[reject["reason"]] += 1
-            first.setdefault(reject["reason"], reject)
+    for reject in rejects:
+        reasons[reject["reason"]] += 1
+        first.setdefault(reject["reason"], reject)
     if kept:
         rejected = f"; {sum(reasons.values())} more were rejected" if reasons else ""
         return (
@@ -188,8 +199,16 @@ def _why_empty(name: str, kept: int, plan: Plan, units_dir: Path) -> str:
     )
 
 
-def cluster_columns(index: BuildIndex, config: BuildConfig) -> dict[str, np.ndarray]:
-    """Duplicate clusters, topic clusters, diversity and normalized quality per sample key."""
+def cluster_columns(
+    index: BuildIndex,
+    config: BuildConfig,
+    duplicates: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Duplicate clusters, topic clusters, diversity and normalized quality per sample key.
+
+    ``duplicates`` is ``(cluster_id, cluster_size)`` computed elsewhere (the Spark engine's
+    LSH job); None computes them here from ``index.signatures``.
+    """
     from streammix.metadata.clusters import duplicate_clusters
     from streammix.metadata.normalize import rank_normalize
 
@@ -204,7 +223,9 @@ def cluster_columns(index: BuildIndex, config: BuildConfig) -> dict[str, np.ndar
             "diversity": empty_f,
             "quality_norm": empty_f,
         }
-    dup_id, dup_size = duplicate_clusters(index.signatures, threshold=config.dedup_threshold)
+    if duplicates is None:
+        duplicates = duplicate_clusters(index.signatures, threshold=config.dedup_threshold)
+    dup_id, dup_size = duplicates
     return {
         "dup_cluster_id": np.asarray(dup_id, dtype=np.int64),
         "dup_cluster_size": np.asarray(dup_size, dtype=np.int64),

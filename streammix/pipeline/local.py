@@ -57,7 +57,12 @@ from streammix.pipeline.reference_lm import (
 from streammix.pipeline.summary import BuildSummary, manifest_data
 from streammix.pipeline.tokenizer import load_tokenizer_backend
 from streammix.pipeline.workdir import OutputState, atomic_write_bytes, open_output
-from streammix.pipeline.write import StreamResult, WriteContext, run_write
+from streammix.pipeline.write import (
+    StreamResult,
+    WriteContext,
+    run_write,
+    sidecar_build_metadata,
+)
 
 REJECTS_NAME = "rejects.jsonl"
 
@@ -252,12 +257,7 @@ def _write_rejects(plan: Plan, state: OutputState) -> None:
 def _run_write(
     config: BuildConfig, plan: Plan, state: OutputState, dtype: str | None
 ) -> list[StreamResult]:
-    metadata = {
-        "streammix.minhash": config.output_fields()["minhash"],
-        "streammix.topics": config.output_fields()["topics"]
-        | {"method": "k-medoids over MinHash, estimated Jaccard distance", "seed": config.seed},
-        "streammix.quality": {"scorer": config.scorer, "normalization": "rank over the build"},
-    }
+    metadata = sidecar_build_metadata(config)
     context = WriteContext(
         config=config,
         plan=plan,

@@ -162,21 +162,11 @@ class UnitPreparer:
         target = unit_path(self.settings.units_dir, unit.index)
         if target.exists():
             return stats_from_file(target, unit)
-        documents, problems = self._read(unit)
-        systematic = systematic_problem(documents, problems)
-        if systematic is not None:
-            raise BuildError(systematic)
-        table = self._table(documents, problems)
+        table, problems = self.prepare(unit)
         table = table.replace_schema_metadata(
             {"streammix.unit": json.dumps({"rejects": len(problems), "bytes": unit.num_bytes})}
         )
-        lines = [
-            json.dumps(
-                {"domain": unit.domain, "source": p.source, "reason": p.reason, "detail": p.detail},
-                ensure_ascii=False,
-            )
-            for p in problems
-        ]
+        lines = [reject_line(unit, problem) for problem in problems]
         atomic_write_bytes(
             rejects_path(self.settings.units_dir, unit.index),
             "".join(line + "\n" for line in lines).encode("utf-8"),
@@ -185,6 +175,18 @@ class UnitPreparer:
         pq.write_table(table, sink, compression="zstd")
         atomic_write_bytes(target, sink.getvalue().to_pybytes())
         return _stats(unit, table, len(problems))
+
+    def prepare(self, unit: WorkUnit) -> tuple[pa.Table, list[RecordProblem]]:
+        """The unit's documents with their metadata, and its rejected records in order.
+
+        Raises ``BuildError`` for a bad record under ``strict`` and for a systematic
+        problem (``systematic_problem``); both engines call this.
+        """
+        documents, problems = self._read(unit)
+        systematic = systematic_problem(documents, problems)
+        if systematic is not None:
+            raise BuildError(systematic)
+        return self._table(documents, problems), problems
 
     def _reject(self, problems: list[RecordProblem], problem: RecordProblem) -> None:
         if self.settings.strict:
@@ -319,6 +321,19 @@ def systematic_problem(
     return (
         f"all {len(problems)} records from {first.source} to {last.source} were rejected for "
         f"one reason: {first.reason}{example}; {HINTS[first.reason]}"
+    )
+
+
+def reject_line(unit: WorkUnit, problem: RecordProblem) -> str:
+    """One line of ``rejects.jsonl`` (JSON, without the newline)."""
+    return json.dumps(
+        {
+            "domain": unit.domain,
+            "source": problem.source,
+            "reason": problem.reason,
+            "detail": problem.detail,
+        },
+        ensure_ascii=False,
     )
 
 
