@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,8 @@ def local_spark_session(
             "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
             "spark.python.worker.reuse": "true",
         }
+        if master.startswith("local"):  # workers run this interpreter, not PATH's python3
+            settings["spark.pyspark.python"] = sys.executable
     settings |= dict(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)

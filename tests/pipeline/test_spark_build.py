@@ -153,7 +153,7 @@ def test_spark_build_equals_local_build(spark, tmp_path: Path) -> None:
 
 
 def test_dataset_reads_the_spark_build(spark, tmp_path: Path) -> None:
-    from streammix.dataset import StreamMixDataset
+    from streammix import StreamMixDataset
     from streammix.pipeline.spark import run_spark_build
 
     domains = _corpus(tmp_path)
