@@ -150,17 +150,10 @@ def test_spark_build_equals_local_build(spark, tmp_path: Path) -> None:
         keys = sidecar["sample_key"].to_numpy()
         assert np.all(np.diff(keys) > 0)
     assert not (tmp_path / "spark" / ".streammix-work").exists()
-
-
-def test_dataset_reads_the_spark_build(spark, tmp_path: Path) -> None:
     from streammix import StreamMixDataset
-    from streammix.pipeline.spark import run_spark_build
 
-    domains = _corpus(tmp_path)
-    out = tmp_path / "spark"
-    run_spark_build(_config(domains, out, dedup=False, val_fraction=0.0), spark)
     gc.collect()
-    dataset = StreamMixDataset(local=str(out), batch_size=4)
+    dataset = StreamMixDataset(local=str(tmp_path / "spark"), batch_size=4)
     samples = [sample for _, sample in zip(range(16), iter(dataset))]
     assert len({sample["text"] for sample in samples}) == 16
     assert {int(sample["domain"]) for sample in samples} <= {0, 1, 2}
