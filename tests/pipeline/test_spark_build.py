@@ -198,3 +198,34 @@ def test_connected_components_match_union_find(spark) -> None:
         parent[max(ra, rb)] = min(ra, rb)
     expected = {i: root(i) for i in range(n) if root(i) != i}
     assert found == expected
+
+
+@pytest.mark.slow
+def test_a_killed_spark_build_leaves_no_manifest_and_a_rerun_continues(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streammix.pipeline import spark as engine
+
+    domains = _corpus(tmp_path)
+    config = _config(domains, tmp_path / "spark")
+    original = engine._run_write
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setattr(engine, "_run_write", fail)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        engine.run_spark_build(config, spark)
+    assert not (tmp_path / "spark" / "streammix.yaml").exists()
+    assert (tmp_path / "spark" / ".streammix-work" / engine.DOCS_DIR / "_SUCCESS").exists()
+
+    def no_prepare(*args, **kwargs):
+        raise AssertionError("the finished prepare stage ran again")
+
+    monkeypatch.setattr(engine, "_run_write", original)
+    monkeypatch.setattr(engine, "_prepare_units", no_prepare)
+    summary = engine.run_spark_build(config, spark)
+    assert (tmp_path / "spark" / "streammix.yaml").exists()
+    local = run_build(_config(domains, tmp_path / "local"))
+    assert summary.rows == local.rows
+    assert _samples(tmp_path / "spark") == _samples(tmp_path / "local")
