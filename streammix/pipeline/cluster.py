@@ -307,17 +307,31 @@ def _write_removed_list(
 ) -> None:
     needed = np.union1d(removed, dup_id[removed])
     located = _locate(needed, index, plan, work)
+    atomic_write_bytes(path, removed_list_bytes(removed, dup_id, index.domain, names, located))
+
+
+def removed_list_bytes(
+    removed: np.ndarray,
+    dup_id: np.ndarray,
+    domain: np.ndarray,
+    names: list[str],
+    located: dict[int, dict],
+) -> bytes:
+    """``dedup_removed.jsonl``: each removed sample with the sample it duplicates.
+
+    ``located`` maps the sample keys of both to their ``source`` and ``id``.
+    """
     lines = []
     for key in removed.tolist():
         kept = int(dup_id[key])
         lines.append(
             json.dumps(
                 {
-                    "domain": names[index.domain[key]],
+                    "domain": names[domain[key]],
                     "sample_key": key,
                     **located[key],
                     "duplicate_of": {
-                        "domain": names[index.domain[kept]],
+                        "domain": names[domain[kept]],
                         "sample_key": kept,
                         **located[kept],
                     },
@@ -325,7 +339,7 @@ def _write_removed_list(
                 ensure_ascii=False,
             )
         )
-    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+    return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
 def _locate(keys: np.ndarray, index: BuildIndex, plan: Plan, work: Path) -> dict[int, dict]:

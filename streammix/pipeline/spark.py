@@ -63,6 +63,7 @@ from streammix.pipeline.cluster import (
     assign_splits,
     check_domains_not_empty,
     cluster_columns,
+    removed_list_bytes,
 )
 from streammix.pipeline.config import VAL_SUFFIX, BuildConfig, BuildError
 from streammix.pipeline.plan import Plan, list_inputs, run_plan
@@ -622,25 +623,8 @@ def _write_removed_list(
             .collect()
         ):
             located[int(row["sample_key"])] = {"source": row["source"], "id": row["id"]}
-    lines = []
-    for key in removed.tolist():
-        kept = int(dup_id[key])
-        lines.append(
-            json.dumps(
-                {
-                    "domain": names[index.domain[key]],
-                    "sample_key": key,
-                    **located[key],
-                    "duplicate_of": {
-                        "domain": names[index.domain[kept]],
-                        "sample_key": kept,
-                        **located[kept],
-                    },
-                },
-                ensure_ascii=False,
-            )
-        )
-    atomic_write_bytes(out / DEDUP_LIST_NAME, "".join(line + "\n" for line in lines).encode())
+    data = removed_list_bytes(removed, dup_id, index.domain, names, located)
+    atomic_write_bytes(out / DEDUP_LIST_NAME, data)
 
 
 # --- write -----------------------------------------------------------------------------
