@@ -18,8 +18,17 @@ the ``tokenizers`` shortcut), which is part of its advantage. Goals:
 ``build w=1`` at most 2x ``plain tokens``; ``build w=2`` at least 1.7x faster than
 ``build w=1``.
 
+With ``--spark`` the same run also builds the corpus with ``--engine spark`` on ``local[1]``
+and ``local[2]`` (the ``[spark]`` extra), each in a fresh process that reports three times:
+the session start (JVM), a first build (which also starts the Python workers and loads
+numba's kernels) and a second build of the same corpus into a new folder on the warm session.
+The fixed start-up cost is the session start plus (first - second); the per-document
+throughput once running is documents / second build. Goal: ``local[2]`` at least 1.6x
+``local[1]`` on the second build.
+
     python3 benchmarks/bench_build.py            # 20000 documents, 3 repeats
     python3 benchmarks/bench_build.py --quick    # 3000 documents, 1 repeat
+    python3 benchmarks/bench_build.py --quick --spark
 """
 
 from __future__ import annotations
@@ -146,6 +155,38 @@ def run_cli(corpus: Path, out: Path, tokenizer_dir: Path, workers: int, unit_siz
     print(result.stdout.strip().splitlines()[-1], file=sys.stderr)  # the build's stage times
 
 
+def spark_run(master: str, corpus: Path, out: Path, tokenizer_dir: Path, unit_size: str) -> None:
+    """One Spark measurement (fresh process): prints JSON seconds of start, first, second."""
+    from streammix.cli.build import parse_size
+    from streammix.pipeline.config import BuildConfig, DomainSpec
+    from streammix.pipeline.spark import run_spark_build
+    from streammix.pipeline.spark_session import local_spark_session
+
+    started = time.perf_counter()
+    spark = local_spark_session(master, shuffle_partitions=4)
+    seconds = {"start": time.perf_counter() - started}
+    for name in ("first", "second"):
+        config = BuildConfig(
+            domains=(DomainSpec(name="code", source=str(corpus)),),
+            out=str(out / name),
+            tokenizer=str(tokenizer_dir),
+            unit_bytes=parse_size(unit_size),
+            progress=False,
+        )
+        started = time.perf_counter()
+        run_spark_build(config, spark)
+        seconds[name] = time.perf_counter() - started
+    spark.stop()
+    print(json.dumps(seconds))
+
+
+def run_spark(corpus: Path, out: Path, tokenizer_dir: Path, master: str, unit_size: str) -> dict:
+    command = [sys.executable, __file__, "--spark-run", master, str(corpus), str(out),
+               str(tokenizer_dir), unit_size]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=20000, help="number of documents")
@@ -154,8 +195,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3000 documents, 1 repeat")
     parser.add_argument("--unit-size", default="2MB", help="streammix-build --unit-size")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument("--spark", action="store_true", help="also Spark local[1] and local[2]")
     parser.add_argument("--plain-loop", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--spark-run", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.spark_run:
+        master, corpus, out, tokenizer, unit_size = args.spark_run
+        spark_run(master, Path(corpus), Path(out), Path(tokenizer), unit_size)
+        return
     if args.plain_loop:
         corpus, out, *tokenizer = args.plain_loop
         plain_loop(Path(corpus), Path(out), Path(tokenizer[0]) if tokenizer else None)
@@ -186,7 +233,19 @@ def main() -> None:
                 wall, cpu_seconds = timed(case, out)
                 times[name].append(wall)
                 cpu[name].append(cpu_seconds)
+        spark: dict[str, list[dict]] = {}
+        if args.spark:
+            for _ in range(args.repeats):
+                for master in ("local[1]", "local[2]"):
+                    out = folder / "out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    spark.setdefault(master, []).append(
+                        run_spark(corpus, out, tokenizer_dir, master, args.unit_size)
+                    )
         table = report(times, cpu, num_docs, megabytes)
+        if spark:
+            table += "\n" + spark_report(spark, median_w1=statistics.median(times["build w=1"]),
+                                         num_docs=num_docs)
         table += "\nload average (1, 5, 15 min) at the start: {:.2f} {:.2f} {:.2f}".format(
             *load_before
         )
@@ -221,6 +280,32 @@ def report(
         "",
         f"build w=1 / plain tokens: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU (goal <= 2x)",
         f"speed-up w=1 -> w=2: {median['build w=1'] / median['build w=2']:.2f}x (goal >= 1.7x)",
+    ]
+    return "\n".join(lines)
+
+
+def spark_report(runs: dict[str, list[dict]], *, median_w1: float, num_docs: int) -> str:
+    lines = [
+        "",
+        "| Spark | session start s | first build s | second build s | fixed cost s"
+        " | docs/s once running |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    second = {}
+    for master, values in runs.items():
+        median = {k: statistics.median(v[k] for v in values) for k in ("start", "first", "second")}
+        second[master] = median["second"]
+        fixed = median["start"] + median["first"] - median["second"]
+        lines.append(
+            f"| {master} | {median['start']:.2f} | {median['first']:.2f} | {median['second']:.2f}"
+            f" | {fixed:.2f} | {num_docs / median['second']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"Spark local[1] -> local[2] (second build): "
+        f"{second['local[1]'] / second['local[2]']:.2f}x (goal >= 1.6x); "
+        f"local engine build w=1 (whole process) / Spark local[1] second build: "
+        f"{median_w1 / second['local[1]']:.2f}x",
     ]
     return "\n".join(lines)
 

@@ -37,11 +37,11 @@ AIOLI = {"lp_rounds": 1, "lp_steps": 4, "update_steps": 60}
 
 def prepare_corpus(work: Path, *, chunks_per_domain: int, vocab_size: int) -> tuple[Path, Path]:
     """The demo's corpus, tokenizer and build (reused if already there)."""
-    from streammix.build.config import BuildConfig, DomainSpec
-    from streammix.build.pipeline import run_build
     from streammix.demo.local_corpus import collect_local_corpus, read_jsonl_texts
     from streammix.demo.run import chunk_corpus
     from streammix.demo.tokenizer import train_tokenizer
+    from streammix.pipeline.config import BuildConfig, DomainSpec
+    from streammix.pipeline.local import run_build
 
     build, tokenizer = work / "build", work / "tokenizer"
     if (build / "streammix.yaml").exists() and tokenizer.exists():
@@ -59,10 +59,10 @@ def prepare_corpus(work: Path, *, chunks_per_domain: int, vocab_size: int) -> tu
 
 def run_recipe(recipe: str, *, seed: int, build: Path, work: Path, steps: int,
                vocab_size: int, pad_id: int, seq_len: int, n_embd: int) -> dict:
-    from streammix.build.samplemix_plan import plan_build, save_build_plan
     from streammix.composer.experiment import ExperimentConfig, run_experiment
     from streammix.format.manifest import read_manifest
     from streammix.metadata.samplemix import SampleMixConfig
+    from streammix.pipeline.samplemix_plan import plan_build, save_build_plan
 
     batch = 16
     names = read_manifest(build).domain_names

@@ -197,7 +197,7 @@ def train_sft(work: Path, texts: list[tuple[str, str]], *, steps: int, seed: int
 def evaluate(model_dir: Path, prompts: dict[str, list[str]]) -> dict[str, float]:
     import torch
 
-    from streammix.build.onpolicy import load_local_causal_lm, sample_responses
+    from streammix.pipeline.onpolicy import load_local_causal_lm, sample_responses
 
     tokenizer, model = load_local_causal_lm(str(model_dir), torch.device("cpu"))
     result = {}
@@ -251,10 +251,10 @@ def dpo_job(args: argparse.Namespace) -> None:
 
 
 def prepare(work: Path, sft_steps: int) -> dict[str, object]:
-    from streammix.build.config import DomainSpec
-    from streammix.build.onpolicy import OnPolicyConfig, generate_pairs
-    from streammix.build.pairs import PairsBuildConfig, run_pairs_build
     from streammix.format.pairs import PairFields
+    from streammix.pipeline.config import DomainSpec
+    from streammix.pipeline.onpolicy import OnPolicyConfig, generate_pairs
+    from streammix.pipeline.pairs import PairsBuildConfig, run_pairs_build
 
     prompts = _prompts()
     rng = np.random.Generator(np.random.PCG64(0))

@@ -183,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--unit-size", metavar="SIZE", type=parse_size, help="input bytes per work unit (16MB)"
     )
     run.add_argument("--quiet", action="store_true", default=None, help="no progress, no summary")
+    engine = p.add_argument_group("engine")
+    engine.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="local: a process pool on this machine (default); spark: PySpark, same output"
+        ' (needs pip install "streammix[spark]")',
+    )
+    engine.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark: the master, e.g. local[8]; default: spark-submit's, else local[*]",
+    )
     return p
 
 
@@ -258,8 +271,8 @@ def _domains(file_domains: Any, flag_domains: list[str] | None) -> list[tuple[st
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """Merge flags over the YAML file into a ``BuildConfig`` (raises ``BuildError``)."""
-    from streammix.build.config import BuildConfig, BuildError, DomainSpec
     from streammix.metadata.shingle import ShingleConfig
+    from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
 
     settings = _read_yaml(args.config) if args.config else {}
     for key in (*FIELD_OF, *SHINGLE_KEYS, "quiet"):
@@ -295,20 +308,25 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--pairs" in argv:  # preference pairs: a build of its own (streammix.build.pairs)
+    if "--pairs" in argv:  # preference pairs: a build of its own (streammix.pipeline.pairs)
         from streammix.cli.build_pairs import main as pairs_main
 
         return pairs_main([a for a in argv if a != "--pairs"])
     args = build_parser().parse_args(argv)
-    from streammix.build.config import BuildError
     from streammix.format.manifest import ManifestError
     from streammix.format.readers import InputError
+    from streammix.pipeline.config import BuildError
 
     try:
         config = config_from_args(args)
-        from streammix.build.pipeline import run_build
+        if args.engine == "spark":
+            summary = _run_on_spark(config, args.spark_master)
+        else:
+            if args.spark_master:
+                raise BuildError("--spark-master needs --engine spark")
+            from streammix.pipeline.local import run_build
 
-        summary = run_build(config)
+            summary = run_build(config)
     except (BuildError, InputError, ManifestError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -317,6 +335,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.progress:
         print(summary.format())
     return 0
+
+
+def _run_on_spark(config: Any, master: str | None) -> Any:
+    from streammix.pipeline.spark import run_spark_build
+    from streammix.pipeline.spark_session import local_spark_session
+
+    spark = local_spark_session(master)
+    try:
+        return run_spark_build(config, spark)
+    finally:
+        spark.stop()
 
 
 if __name__ == "__main__":

@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from streammix.build.config import BuildError, DomainSpec
-    from streammix.build.pairs import PairsBuildConfig
     from streammix.format.pairs import PairFields
+    from streammix.pipeline.config import BuildError, DomainSpec
+    from streammix.pipeline.pairs import PairsBuildConfig
 
     domains = []
     for text in args.domain:
@@ -99,13 +99,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from streammix.build.config import BuildError
     from streammix.format.manifest import ManifestError
     from streammix.format.readers import InputError
+    from streammix.pipeline.config import BuildError
 
     try:
         config = config_from_args(args)
-        from streammix.build.pairs import run_pairs_build
+        from streammix.pipeline.pairs import run_pairs_build
 
         summary = run_pairs_build(config)
     except (BuildError, InputError, ManifestError) as exc:

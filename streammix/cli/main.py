@@ -158,7 +158,7 @@ def _add_pairs_parser(sub: Any) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> None:
-    from streammix.build.onpolicy import OnPolicyConfig, generate_pairs
+    from streammix.pipeline.onpolicy import OnPolicyConfig, generate_pairs
 
     summary = generate_pairs(OnPolicyConfig(
         policy=args.policy, prompts=args.prompts, out=args.out, reward=args.reward, k=args.k,
@@ -171,14 +171,14 @@ def _pairs(args: argparse.Namespace) -> None:
 
 
 def _plan(args: argparse.Namespace) -> None:
-    from streammix.build.samplemix_plan import (
+    from streammix.metadata.samplemix import SampleMixConfig
+    from streammix.pipeline.samplemix_plan import (
         default_budget,
         format_report,
         plan_build,
         save_build_plan,
         shortfall_problem,
     )
-    from streammix.metadata.samplemix import SampleMixConfig
 
     config = SampleMixConfig(
         alpha=args.alpha, token_budget=args.token_budget or default_budget(args.build),
@@ -195,7 +195,7 @@ def _plan(args: argparse.Namespace) -> None:
     if args.out is not None:
         print(f"plan written to {save_build_plan(result, args.out, config)}")
     if args.plots is not None:
-        from streammix.build.plan_plots import plot_plan
+        from streammix.pipeline.plan_plots import plot_plan
 
         print(f"plot written to {plot_plan(result, args.plots / 'plan.png')}")
 

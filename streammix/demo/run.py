@@ -267,10 +267,6 @@ def _report(result: dict[str, Any], steps: int) -> None:
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
-    from streammix.build.config import BuildConfig, DomainSpec
-    from streammix.build.pipeline import run_build
-    from streammix.build.plan_plots import plot_plan
-    from streammix.build.samplemix_plan import format_report, plan_build, save_build_plan
     from streammix.demo.local_corpus import collect_local_corpus, read_jsonl_texts
     from streammix.demo.numba_cache import (
         BUILD_KERNEL_MODULES,
@@ -279,6 +275,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     )
     from streammix.demo.tokenizer import train_tokenizer
     from streammix.metadata.samplemix import SampleMixConfig
+    from streammix.pipeline.config import BuildConfig, DomainSpec
+    from streammix.pipeline.local import run_build
+    from streammix.pipeline.plan_plots import plot_plan
+    from streammix.pipeline.samplemix_plan import format_report, plan_build, save_build_plan
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -356,3 +356,34 @@ def _utf8_column(column: pa.ChunkedArray | pa.Array) -> tuple[bytes, list[int]]:
     ]
     data = data_buffer.to_pybytes() if data_buffer is not None else b""
     return data, offsets.tolist()
+
+
+def merge_streams(parts: list[Path], folder: Path) -> int:
+    """Concatenate the MDS Streams in ``parts`` (in that order) into one Stream ``folder``.
+
+    Every part was written by its own ``StreamWriter`` with the same columns (the Spark
+    engine writes one part per partition). Shards are moved, not copied, and renumbered
+    ``shard.{i:05}.mds[.<codec>]`` in part order; ``index.json`` lists them in that order
+    and is written last. Returns the number of samples. ``folder`` must not exist.
+    """
+    folder.mkdir(parents=True)
+    shards: list[dict[str, Any]] = []
+    samples = 0
+    for part in parts:
+        index = json.loads((part / INDEX_NAME).read_text(encoding="utf-8"))
+        for shard in index["shards"]:
+            number = len(shards)
+            raw_name = f"shard.{number:05}.mds"
+            names = {"raw_data": raw_name}
+            if shard.get("zip_data"):
+                names["zip_data"] = f"{raw_name}.{shard['compression'].split(':')[0]}"
+            stored = shard["zip_data"] or shard["raw_data"]
+            target = names["zip_data" if shard.get("zip_data") else "raw_data"]
+            os.replace(part / stored["basename"], folder / target)
+            for key, name in names.items():
+                shard[key] = dict(shard[key], basename=name)
+            shards.append(shard)
+            samples += int(shard["samples"])
+    with open(folder / INDEX_NAME, "w") as stream:
+        json.dump({"version": MDS_VERSION, "shards": shards}, stream, sort_keys=True)
+    return samples

@@ -3,7 +3,7 @@
 Every input file has a *kind* decided by its name (``input_kind``): ``.jsonl``/``.ndjson``
 (optionally ``.gz`` or ``.zst``) is jsonl, ``.parquet``/``.pq`` is parquet, anything else
 is one plain-text document per file. A build cuts the files into ``WorkUnit``s (see
-``streammix.build.plan``) and ``read_unit`` streams one unit, never loading a whole file:
+``streammix.pipeline.plan``) and ``read_unit`` streams one unit, never loading a whole file:
 
 - jsonl: the unit is a byte range ``[byte_start, byte_end)`` of an uncompressed file whose
   ends sit right after a newline (or the whole file when compressed); ``first_line`` is the

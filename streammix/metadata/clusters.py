@@ -268,6 +268,27 @@ def _nonempty_rows(signatures, chunk_rows: int) -> np.ndarray:
     return out
 
 
+def band_keys(signatures: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
+    """``(N, bands)`` uint64: the LSH key of every band of every signature row.
+
+    The same keys :func:`lsh_components` sorts by (band ``b`` covers columns
+    ``b * rows .. (b + 1) * rows``); a distributed engine groups rows by ``(band, key)``
+    instead of sorting, and gets the same candidate graph.
+    """
+    _check_signatures(signatures)
+    out = np.empty((bands, signatures.shape[0]), dtype=np.uint64)
+    for band in range(bands):
+        chunk = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
+        _band_keys(chunk, band, out[band])
+    return out.T.copy()
+
+
+def nonempty_rows(signatures: np.ndarray) -> np.ndarray:
+    """True for every row that is not the empty-set signature (such rows stay singletons)."""
+    _check_signatures(signatures)
+    return _nonempty_rows(signatures, max(1, signatures.shape[0]))
+
+
 def lsh_components(
     signatures,
     *,

@@ -1,7 +1,7 @@
 """Topic clusters from sentence embeddings: seeded, order-independent spherical k-means.
 
 This is SampleMix's own setting (k-means over text embeddings); the embeddings come from
-``streammix.build.embeddings`` (a local sentence-transformers model, torch) and everything
+``streammix.pipeline.embeddings`` (a local sentence-transformers model, torch) and everything
 here is numpy. Rows are L2-normalized; the distance is ``d(x, y) = (1 - cos(x, y)) / 2`` in
 [0, 1], the stand-in for the estimated Jaccard distance of the MinHash backend, so
 :func:`streammix.metadata.diversity.diversity_from_topics` applies unchanged.

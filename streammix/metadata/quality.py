@@ -24,14 +24,14 @@ Built in:
   Both terms are log-scale "badness" (the heuristic score is ``exp(-penalties)``), so the
   sum is the log of ``heuristic / perplexity``: the rules still sink documents they flag,
   and among clean documents, which the rules score 1.0 alike, the perplexity orders them
-  continuously. The build trains the model once (:mod:`streammix.build.reference_lm`)
+  continuously. The build trains the model once (:mod:`streammix.pipeline.reference_lm`)
   and hands the workers ``"ngram-model:/path/to/model.npz"``. Signal columns:
   ``q_lm_log_prob``, ``q_heuristic`` and the heuristic signals.
 * :class:`ColumnScorer` (``"column:FIELD"``): a numeric field already present in the input.
 * :class:`CallableScorer` (``"callable:package.module:function"``): a user function
   ``function(texts) -> sequence of floats`` (or a :class:`ScoreBatch`).
 * ``"hf:/local/model/dir"``: a local Hugging Face sequence-classification model,
-  :class:`streammix.build.hf_quality.HFClassifierScorer` (imported only when asked for,
+  :class:`streammix.pipeline.hf_quality.HFClassifierScorer` (imported only when asked for,
   since it needs torch).
 
 Scorers are picklable (worker processes of the build receive them): callables and models
@@ -277,7 +277,7 @@ def make_scorer(spec: str, **options: Any) -> Scorer:
             " use 'ngram-model:/path/to/model.npz'"
         )
     if kind == "hf" and argument:
-        hf_quality = importlib.import_module("streammix.build.hf_quality")
+        hf_quality = importlib.import_module("streammix.pipeline.hf_quality")
         return hf_quality.HFClassifierScorer(argument, **options)
     raise ValueError(
         f"unknown scorer spec {spec!r}; expected 'heuristic', 'ngram:REFERENCE', "

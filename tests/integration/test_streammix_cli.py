@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "build"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 
 from build_helpers import generated_records, stdlib_glob, write_jsonl  # noqa: E402
 
@@ -40,8 +40,8 @@ def _error_line(err: str) -> str:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three small untokenized domains (a budget in bytes)."""
-    from streammix.build.config import BuildConfig, DomainSpec
-    from streammix.build.pipeline import run_build
+    from streammix.pipeline.config import BuildConfig, DomainSpec
+    from streammix.pipeline.local import run_build
 
     tmp = tmp_path_factory.mktemp("plan")
     web = write_jsonl(tmp / "web.jsonl", generated_records(60, seed=1, prefix="web"))
@@ -178,10 +178,10 @@ def test_demo_config_checks_the_policy_too() -> None:
 def test_plan_plot_labels_axes_marks_ties_and_says_what_to_see(build: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from streammix.build.plan_plots import caption, plan_figure
-    from streammix.build.samplemix_plan import BuildPlan
     from streammix.cli.main import main
     from streammix.metadata.samplemix import SampleMixConfig, samplemix_plan
+    from streammix.pipeline.plan_plots import caption, plan_figure
+    from streammix.pipeline.samplemix_plan import BuildPlan
 
     assert main(["plan", str(build), "--plots", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "plan.png").read_bytes().startswith(b"\x89PNG")

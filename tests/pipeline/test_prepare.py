@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from build_helpers import write_jsonl
 
-from streammix.build.config import BuildConfig, BuildError, DomainSpec
-from streammix.build.pipeline import run_build
-from streammix.build.prepare import _token_array, split_hash, token_dtype_for
+from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
+from streammix.pipeline.local import run_build
+from streammix.pipeline.prepare import _token_array, split_hash, token_dtype_for
 
 
 def test_token_dtype_by_vocabulary_size() -> None:

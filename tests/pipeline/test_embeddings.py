@@ -14,10 +14,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from streammix.build.config import BuildConfig, BuildError, DomainSpec  # noqa: E402
-from streammix.build.embeddings import SentenceEmbedder  # noqa: E402
-from streammix.build.pipeline import run_build  # noqa: E402
 from streammix.format.sidecar import read_sidecar  # noqa: E402
+from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec  # noqa: E402
+from streammix.pipeline.embeddings import SentenceEmbedder  # noqa: E402
+from streammix.pipeline.local import run_build  # noqa: E402
 
 CORPUS = [
     "the river runs through the valley and feeds the old mill",

@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from streammix.build.samplemix_plan import BuildPlan, score_spread
+from streammix.pipeline.samplemix_plan import BuildPlan, score_spread
 
 
 def _annotate_spread(axis, names, scores) -> None:

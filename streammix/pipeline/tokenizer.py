@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from streammix.build.config import BuildError
+from streammix.pipeline.config import BuildError
 
 GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")  # transformers 4, 5
 SPECIAL_KEYS = (

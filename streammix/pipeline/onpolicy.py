@@ -218,7 +218,7 @@ def _callable_reward(spec: str) -> RewardFn:
 
 
 def _model_reward(path: str, device: torch.device, batch_size: int) -> RewardFn:
-    from streammix.build.hf_quality import _label_index, _load
+    from streammix.pipeline.hf_quality import _label_index, _load
 
     tokenizer, model = _load(Path(path))
     if tokenizer.pad_token is None:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from build_helpers import generated_records, stdlib_glob, write_jsonl
 
-from streammix.build.config import BuildConfig, DomainSpec
-from streammix.build.pipeline import run_build
-from streammix.build.plan_plots import plot_plan
-from streammix.build.samplemix_plan import format_report, plan_build, score_spread
 from streammix.metadata.samplemix import SampleMixConfig
+from streammix.pipeline.config import BuildConfig, DomainSpec
+from streammix.pipeline.local import run_build
+from streammix.pipeline.plan_plots import plot_plan
+from streammix.pipeline.samplemix_plan import format_report, plan_build, score_spread
 
 
 def test_score_spread_counts_ties_and_quantiles() -> None:

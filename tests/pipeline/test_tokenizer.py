@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streammix.build.config import BuildError
-from streammix.build.tokenizer import load_tokenizer, load_tokenizer_backend
+from streammix.pipeline.config import BuildError
+from streammix.pipeline.tokenizer import load_tokenizer, load_tokenizer_backend
 
 
 def _copy(tokenizer_dir: Path, target: Path) -> Path:
@@ -136,7 +136,7 @@ def test_a_transformers_5_folder_takes_the_direct_path(
     )
     script = (
         "import sys\n"
-        "from streammix.build.tokenizer import load_tokenizer_backend\n"
+        "from streammix.pipeline.tokenizer import load_tokenizer_backend\n"
         f"print(load_tokenizer_backend({str(folder)!r}).loaded_by, 'transformers' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

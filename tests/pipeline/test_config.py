@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from streammix.build.config import BuildConfig, BuildError, DomainSpec
+from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
 
 ONE = (DomainSpec(name="web", source="web.jsonl"),)
 

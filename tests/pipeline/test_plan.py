@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streammix.build.config import BuildConfig, BuildError, DomainSpec
-from streammix.build.plan import jsonl_ranges, list_domain_files, run_plan
 from streammix.format.readers import ReadOptions, read_unit
+from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
+from streammix.pipeline.plan import jsonl_ranges, list_domain_files, run_plan
 
 
 def _config(tmp_path: Path, *domains: tuple[str, str], unit_bytes: int = 1000) -> BuildConfig:
@@ -48,7 +48,7 @@ def test_jsonl_ranges_cut_after_newlines_and_count_lines(
 
 
 def test_jsonl_ranges_scan_across_read_blocks(tmp_path: Path, monkeypatch) -> None:
-    import streammix.build.plan as plan_module
+    import streammix.pipeline.plan as plan_module
 
     monkeypatch.setattr(plan_module, "SCAN_BLOCK", 7)
     data = b"".join(b"%d\n" % (i * 997) for i in range(300))

@@ -9,7 +9,7 @@ records are read and validated, then, in batches of ``batch_size`` documents:
 - given a MinHash signature from the configured shingling (near-duplicates), and a
   second, smaller one over word unigrams (``topic_shingle_size``-grams, ``topic_num_perm``
   permutations) for the topic clusters of stage *cluster* (with ``--topic-backend
-  embeddings:DIR``: a sentence embedding instead, ``streammix.build.embeddings``);
+  embeddings:DIR``: a sentence embedding instead, ``streammix.pipeline.embeddings``);
 - given a *split hash*: the first 8 bytes (little endian) of ``blake2b(seed || text)``.
   The validation split compares it with the fraction (stage *cluster*), so a document's
   split depends only on its text and the seed, never on its position or the unit cut.
@@ -41,8 +41,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streammix.build.config import BuildConfig, BuildError
-from streammix.build.workdir import atomic_write_bytes
 from streammix.format.readers import (
     MALFORMED_JSON,
     MISSING_ID,
@@ -56,6 +54,8 @@ from streammix.format.readers import (
     WorkUnit,
     read_unit,
 )
+from streammix.pipeline.config import BuildConfig, BuildError
+from streammix.pipeline.workdir import atomic_write_bytes
 
 UNITS_DIR = "units"
 NO_TOKENS = "document has no tokens under --tokenizer"
@@ -151,7 +151,7 @@ class UnitPreparer:
         self.scorer = make_scorer(settings.scorer)
         self.embedder = None
         if settings.embedding_model is not None:
-            from streammix.build.embeddings import SentenceEmbedder
+            from streammix.pipeline.embeddings import SentenceEmbedder
 
             try:
                 self.embedder = SentenceEmbedder(settings.embedding_model)
@@ -162,21 +162,11 @@ class UnitPreparer:
         target = unit_path(self.settings.units_dir, unit.index)
         if target.exists():
             return stats_from_file(target, unit)
-        documents, problems = self._read(unit)
-        systematic = systematic_problem(documents, problems)
-        if systematic is not None:
-            raise BuildError(systematic)
-        table = self._table(documents, problems)
+        table, problems = self.prepare(unit)
         table = table.replace_schema_metadata(
             {"streammix.unit": json.dumps({"rejects": len(problems), "bytes": unit.num_bytes})}
         )
-        lines = [
-            json.dumps(
-                {"domain": unit.domain, "source": p.source, "reason": p.reason, "detail": p.detail},
-                ensure_ascii=False,
-            )
-            for p in problems
-        ]
+        lines = [reject_line(unit, problem) for problem in problems]
         atomic_write_bytes(
             rejects_path(self.settings.units_dir, unit.index),
             "".join(line + "\n" for line in lines).encode("utf-8"),
@@ -185,6 +175,18 @@ class UnitPreparer:
         pq.write_table(table, sink, compression="zstd")
         atomic_write_bytes(target, sink.getvalue().to_pybytes())
         return _stats(unit, table, len(problems))
+
+    def prepare(self, unit: WorkUnit) -> tuple[pa.Table, list[RecordProblem]]:
+        """The unit's documents with their metadata, and its rejected records in order.
+
+        Raises ``BuildError`` for a bad record under ``strict`` and for a systematic
+        problem (``systematic_problem``); both engines call this.
+        """
+        documents, problems = self._read(unit)
+        systematic = systematic_problem(documents, problems)
+        if systematic is not None:
+            raise BuildError(systematic)
+        return self._table(documents, problems), problems
 
     def _reject(self, problems: list[RecordProblem], problem: RecordProblem) -> None:
         if self.settings.strict:
@@ -322,6 +324,19 @@ def systematic_problem(
     )
 
 
+def reject_line(unit: WorkUnit, problem: RecordProblem) -> str:
+    """One line of ``rejects.jsonl`` (JSON, without the newline)."""
+    return json.dumps(
+        {
+            "domain": unit.domain,
+            "source": problem.source,
+            "reason": problem.reason,
+            "detail": problem.detail,
+        },
+        ensure_ascii=False,
+    )
+
+
 def _meta_json(record: Any, text_field: str) -> str:
     meta = {k: v for k, v in dict(record).items() if k != text_field}
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
@@ -398,7 +413,7 @@ def prepare_in_worker(unit: WorkUnit) -> UnitStats:
 
 def cluster_in_worker(config: Any, plan: Any, work: Path, out: Path) -> Path:
     """Stage *cluster* (``run_cluster``) in a pool process, with numba's default threads."""
-    from streammix.build.cluster import run_cluster
+    from streammix.pipeline.cluster import run_cluster
 
     if _PREPARER is not None:  # pool processes run their units on one thread
         import numba

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streammix.build.config import BuildConfig
-from streammix.build.plan import Plan
-from streammix.build.prepare import UnitStats
-from streammix.build.write import StreamResult
 from streammix.format.manifest import MANIFEST_VERSION, BuildManifest
+from streammix.pipeline.config import BuildConfig
+from streammix.pipeline.plan import Plan
+from streammix.pipeline.prepare import UnitStats
+from streammix.pipeline.write import StreamResult
 
 
 def _versions() -> dict[str, str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from streammix.build.onpolicy import (
+from streammix.cli.main import main as streammix_main
+from streammix.pipeline.onpolicy import (
     OnPolicyConfig,
     generate_pairs,
     load_local_causal_lm,
@@ -18,7 +19,6 @@ from streammix.build.onpolicy import (
     read_prompts,
     sample_responses,
 )
-from streammix.cli.main import main as streammix_main
 
 REWARD_MODULE = '''
 def longer(prompt, response):

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from streammix.build.hf_quality import HFClassifierScorer  # noqa: E402
 from streammix.metadata.quality import Scorer, make_scorer  # noqa: E402
+from streammix.pipeline.hf_quality import HFClassifierScorer  # noqa: E402
 
 CORPUS = [
     "the river runs through the valley and feeds the old mill",

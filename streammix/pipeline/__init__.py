@@ -1,6 +1,6 @@
 """The offline pipeline behind ``streammix-build``: stages, worker processes, resumable runs.
 
-``run_build(BuildConfig(...))`` is the library entry point (``streammix.build.pipeline``);
+``run_build(BuildConfig(...))`` is the library entry point (``streammix.pipeline.local``);
 names are resolved lazily so that importing a submodule (e.g. ``hf_quality``) stays light.
 """
 
@@ -10,11 +10,11 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "BuildConfig": "streammix.build.config",
-    "BuildError": "streammix.build.config",
-    "DomainSpec": "streammix.build.config",
-    "run_build": "streammix.build.pipeline",
-    "BuildSummary": "streammix.build.summary",
+    "BuildConfig": "streammix.pipeline.config",
+    "BuildError": "streammix.pipeline.config",
+    "DomainSpec": "streammix.pipeline.config",
+    "run_build": "streammix.pipeline.local",
+    "BuildSummary": "streammix.pipeline.summary",
 }
 
 __all__ = list(_LAZY)
@@ -23,5 +23,5 @@ __all__ = list(_LAZY)
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'streammix.build' has no attribute {name!r}")
+        raise AttributeError(f"module 'streammix.pipeline' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

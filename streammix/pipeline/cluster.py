@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +39,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streammix.build.config import BuildConfig, BuildError
-from streammix.build.plan import Plan
-from streammix.build.prepare import rejects_path, unit_path
-from streammix.build.workdir import atomic_write_bytes
+from streammix.pipeline.config import BuildConfig, BuildError
+from streammix.pipeline.plan import Plan
+from streammix.pipeline.prepare import rejects_path, unit_path
+from streammix.pipeline.workdir import atomic_write_bytes
 
 CLUSTER_NAME = "cluster.parquet"
 DEDUP_LIST_NAME = "dedup_removed.jsonl"
@@ -138,7 +139,9 @@ def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
     columns = cluster_columns(index, config)
     split = assign_splits(index, columns["dup_cluster_id"], config, names)
     columns["split"] = split
-    _check_domains_not_empty(index, split, names, plan, work / "units")
+    check_domains_not_empty(
+        index, split, names, lambda name: _unit_rejects(plan, work / "units", name)
+    )
     if config.dedup:
         removed = np.flatnonzero(split == SPLIT_REMOVED)
         _write_removed_list(
@@ -154,24 +157,32 @@ def run_cluster(config: BuildConfig, plan: Plan, work: Path, out: Path) -> Path:
     return target
 
 
-def _check_domains_not_empty(
-    index: BuildIndex, split: np.ndarray, names: list[str], plan: Plan, units_dir: Path
+def check_domains_not_empty(
+    index: BuildIndex,
+    split: np.ndarray,
+    names: list[str],
+    rejects_of: Callable[[str], Iterable[dict]],
 ) -> None:
+    """A ``BuildError`` naming the cause when a domain has no training document left."""
     for d, name in enumerate(names):
         if not np.any((index.domain == d) & (split == SPLIT_TRAIN)):
-            why = _why_empty(name, int(np.count_nonzero(index.domain == d)), plan, units_dir)
+            why = _why_empty(int(np.count_nonzero(index.domain == d)), rejects_of(name))
             raise BuildError(f"domain {name!r} has no usable documents: {why}")
 
 
-def _why_empty(name: str, kept: int, plan: Plan, units_dir: Path) -> str:
+def _unit_rejects(plan: Plan, units_dir: Path, name: str) -> Iterator[dict]:
+    for unit in plan.units_of(name):
+        for line in rejects_path(units_dir, unit.index).read_text(encoding="utf-8").splitlines():
+            yield json.loads(line)
+
+
+def _why_empty(kept: int, rejects: Iterable[dict]) -> str:
     """The rejects of a domain by reason, with the first record of the commonest reason."""
     reasons: Counter[str] = Counter()
     first: dict[str, dict] = {}
-    for unit in plan.units_of(name):
-        for line in rejects_path(units_dir, unit.index).read_text(encoding="utf-8").splitlines():
-            reject = json.loads(line)
-            reasons[reject["reason"]] += 1
-            first.setdefault(reject["reason"], reject)
+    for reject in rejects:
+        reasons[reject["reason"]] += 1
+        first.setdefault(reject["reason"], reject)
     if kept:
         rejected = f"; {sum(reasons.values())} more were rejected" if reasons else ""
         return (
@@ -190,8 +201,16 @@ def _why_empty(name: str, kept: int, plan: Plan, units_dir: Path) -> str:
     )
 
 
-def cluster_columns(index: BuildIndex, config: BuildConfig) -> dict[str, np.ndarray]:
-    """Duplicate clusters, topic clusters, diversity and normalized quality per sample key."""
+def cluster_columns(
+    index: BuildIndex,
+    config: BuildConfig,
+    duplicates: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Duplicate clusters, topic clusters, diversity and normalized quality per sample key.
+
+    ``duplicates`` is ``(cluster_id, cluster_size)`` computed elsewhere (the Spark engine's
+    LSH job); None computes them here from ``index.signatures``.
+    """
     from streammix.metadata.clusters import duplicate_clusters
     from streammix.metadata.normalize import rank_normalize
 
@@ -206,7 +225,9 @@ def cluster_columns(index: BuildIndex, config: BuildConfig) -> dict[str, np.ndar
             "diversity": empty_f,
             "quality_norm": empty_f,
         }
-    dup_id, dup_size = duplicate_clusters(index.signatures, threshold=config.dedup_threshold)
+    if duplicates is None:
+        duplicates = duplicate_clusters(index.signatures, threshold=config.dedup_threshold)
+    dup_id, dup_size = duplicates
     return {
         "dup_cluster_id": np.asarray(dup_id, dtype=np.int64),
         "dup_cluster_size": np.asarray(dup_size, dtype=np.int64),
@@ -289,17 +310,31 @@ def _write_removed_list(
 ) -> None:
     needed = np.union1d(removed, dup_id[removed])
     located = _locate(needed, index, plan, work)
+    atomic_write_bytes(path, removed_list_bytes(removed, dup_id, index.domain, names, located))
+
+
+def removed_list_bytes(
+    removed: np.ndarray,
+    dup_id: np.ndarray,
+    domain: np.ndarray,
+    names: list[str],
+    located: dict[int, dict],
+) -> bytes:
+    """``dedup_removed.jsonl``: each removed sample with the sample it duplicates.
+
+    ``located`` maps the sample keys of both to their ``source`` and ``id``.
+    """
     lines = []
     for key in removed.tolist():
         kept = int(dup_id[key])
         lines.append(
             json.dumps(
                 {
-                    "domain": names[index.domain[key]],
+                    "domain": names[domain[key]],
                     "sample_key": key,
                     **located[key],
                     "duplicate_of": {
-                        "domain": names[index.domain[kept]],
+                        "domain": names[domain[kept]],
                         "sample_key": kept,
                         **located[kept],
                     },
@@ -307,7 +342,7 @@ def _write_removed_list(
                 ensure_ascii=False,
             )
         )
-    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+    return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
 def _locate(keys: np.ndarray, index: BuildIndex, plan: Plan, work: Path) -> dict[int, dict]:

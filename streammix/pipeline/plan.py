@@ -27,9 +27,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from streammix.build.config import BuildConfig, BuildError, DomainSpec
-from streammix.build.workdir import atomic_write_json
 from streammix.format.readers import WorkUnit, input_kind
+from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
+from streammix.pipeline.workdir import atomic_write_json
 
 PLAN_NAME = "plan.json"
 MAX_FILES_PER_UNIT = 4096

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streammix.build.config import BuildConfig, BuildError, DomainSpec
 from streammix.format.readers import ReadOptions, RecordProblem, read_unit
+from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
 
 NGRAM_PREFIX = "ngram:"
 MODEL_PREFIX = "ngram-model:"
@@ -47,7 +47,7 @@ def reference_source(config: BuildConfig) -> DomainSpec:
 
 def check_reference(config: BuildConfig) -> None:
     """Fail early when the reference names neither a domain nor readable files."""
-    from streammix.build.plan import list_domain_files
+    from streammix.pipeline.plan import list_domain_files
 
     spec = reference_source(config)
     try:
@@ -61,7 +61,7 @@ def check_reference(config: BuildConfig) -> None:
 
 def reference_texts(config: BuildConfig) -> list[str]:
     """The reference documents in input order, up to :data:`MAX_REFERENCE_BYTES`."""
-    from streammix.build.plan import _domain_units, list_domain_files
+    from streammix.pipeline.plan import _domain_units, list_domain_files
 
     spec = reference_source(config)
     units = _domain_units(spec.name, list_domain_files(spec), config.unit_bytes, 0)

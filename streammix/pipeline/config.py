@@ -1,6 +1,6 @@
 """Configuration of one ``streammix-build`` run and the errors a user can cause.
 
-``BuildConfig`` is the only input of ``streammix.build.run_build``. Its ``fingerprint``
+``BuildConfig`` is the only input of ``streammix.pipeline.run_build``. Its ``fingerprint``
 (sha256 of the canonical JSON of every field that changes the output) is stored in the
 work folder and in the manifest: a rerun with the same fingerprint resumes or reports the
 finished build, a different one is refused. ``workers``, ``progress`` and ``overwrite``

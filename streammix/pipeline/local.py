@@ -1,19 +1,19 @@
 """``run_build``: the five stages of ``streammix-build`` in order, resumable at any point.
 
-1. *plan* (``streammix.build.plan``): input files -> fixed work units;
-2. *prepare* (``streammix.build.prepare``): units -> parquet files, in a ``spawn`` pool of
+1. *plan* (``streammix.pipeline.plan``): input files -> fixed work units;
+2. *prepare* (``streammix.pipeline.prepare``): units -> parquet files, in a ``spawn`` pool of
    ``workers`` processes (``workers=0`` runs them in the calling process);
-3. *cluster* (``streammix.build.cluster``): duplicate and topic clusters, diversity,
+3. *cluster* (``streammix.pipeline.cluster``): duplicate and topic clusters, diversity,
    normalized quality, dedup and validation split over all domains together; it runs in
    one of the prepare pool's processes, whose numba kernels are already loaded;
-4. *write* (``streammix.build.write``): MDS Streams and sidecars, folder by folder;
+4. *write* (``streammix.pipeline.write``): MDS Streams and sidecars, folder by folder;
 5. *manifest*: ``rejects.jsonl``, then ``streammix.yaml`` last, then the work folder is
    deleted.
 
 Nothing here imports torch: the MDS writer is streammix's own
 (``streammix.format.mds``, byte-identical to ``streaming.MDSWriter``), and the tokenizer is
 checked without importing transformers where that gives the same backend
-(``streammix.build.tokenizer``).
+(``streammix.pipeline.tokenizer``).
 
 Every stage skips work whose output already exists under its final name, so running the
 same build again after it was killed finishes it, and the output has the same bytes as an
@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streammix.build.cluster import SPLIT_REMOVED
-from streammix.build.config import BuildConfig, BuildError
-from streammix.build.plan import Plan, list_inputs, run_plan
-from streammix.build.prepare import (
+from streammix.format.manifest import read_manifest, write_manifest
+from streammix.format.readers import InputError
+from streammix.pipeline.cluster import SPLIT_REMOVED
+from streammix.pipeline.config import BuildConfig, BuildError
+from streammix.pipeline.plan import Plan, list_inputs, run_plan
+from streammix.pipeline.prepare import (
     PrepareSettings,
     UnitPreparer,
     UnitStats,
@@ -47,17 +49,20 @@ from streammix.build.prepare import (
     token_dtype_for,
     unit_path,
 )
-from streammix.build.reference_lm import (
+from streammix.pipeline.reference_lm import (
     check_reference,
     is_reference_spec,
     prepare_reference_model,
 )
-from streammix.build.summary import BuildSummary, manifest_data
-from streammix.build.tokenizer import load_tokenizer_backend
-from streammix.build.workdir import OutputState, atomic_write_bytes, open_output
-from streammix.build.write import StreamResult, WriteContext, run_write
-from streammix.format.manifest import read_manifest, write_manifest
-from streammix.format.readers import InputError
+from streammix.pipeline.summary import BuildSummary, manifest_data
+from streammix.pipeline.tokenizer import load_tokenizer_backend
+from streammix.pipeline.workdir import OutputState, atomic_write_bytes, open_output
+from streammix.pipeline.write import (
+    StreamResult,
+    WriteContext,
+    run_write,
+    sidecar_build_metadata,
+)
 
 REJECTS_NAME = "rejects.jsonl"
 
@@ -252,12 +257,7 @@ def _write_rejects(plan: Plan, state: OutputState) -> None:
 def _run_write(
     config: BuildConfig, plan: Plan, state: OutputState, dtype: str | None
 ) -> list[StreamResult]:
-    metadata = {
-        "streammix.minhash": config.output_fields()["minhash"],
-        "streammix.topics": config.output_fields()["topics"]
-        | {"method": "k-medoids over MinHash, estimated Jaccard distance", "seed": config.seed},
-        "streammix.quality": {"scorer": config.scorer, "normalization": "rank over the build"},
-    }
+    metadata = sidecar_build_metadata(config)
     context = WriteContext(
         config=config,
         plan=plan,

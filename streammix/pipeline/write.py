@@ -27,11 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from streammix.build.cluster import CLUSTER_NAME, SPLIT_TRAIN, SPLIT_VAL
-from streammix.build.config import VAL_SUFFIX, BuildConfig
-from streammix.build.plan import Plan
-from streammix.build.prepare import unit_path
-from streammix.build.workdir import atomic_write_bytes
 from streammix.format.mds import StreamWriter
 from streammix.format.sidecar import (
     SIDECAR_NAME,
@@ -39,6 +34,11 @@ from streammix.format.sidecar import (
     write_sidecar,
     write_token_counts,
 )
+from streammix.pipeline.cluster import CLUSTER_NAME, SPLIT_TRAIN, SPLIT_VAL
+from streammix.pipeline.config import VAL_SUFFIX, BuildConfig
+from streammix.pipeline.plan import Plan
+from streammix.pipeline.prepare import unit_path
+from streammix.pipeline.workdir import atomic_write_bytes
 
 # Samples are encoded on one thread at roughly 300 MB/s (measured), which keeps a few zstd
 # threads busy, not more; each thread holds one shard (64 MB by default) in memory.
@@ -103,7 +103,7 @@ def run_write(context: WriteContext, on_samples: Callable[[int], None]) -> list[
                     shutil.rmtree(final)
                 _write_stream(context, domain_id, units, keys, cluster, dirname)
                 atomic_write_bytes(marker, index_fingerprint(final).encode())
-            result = _describe(final, spec.name, split_name, dirname)
+            result = describe_stream(final, spec.name, split_name, dirname)
             on_samples(result.num_samples)
             results.append(result)
     return results
@@ -145,8 +145,9 @@ def _write_stream(
             table = pq.read_table(unit_path(context.work / "units", unit.index))
             rows = table.take(pa.array(unit_keys - offsets[unit.index], type=pa.int64()))
             writer.write_table(rows, domain_id)
-            pieces.append(_sidecar_rows(rows, unit_keys, cluster))
-    columns = _sidecar_columns(pieces)
+            picked = cluster.take(pa.array(unit_keys, type=pa.int64()))
+            pieces.append(sidecar_rows(rows, unit_keys, picked))
+    columns = sidecar_columns(pieces)
     write_sidecar(
         tmp,
         columns,
@@ -160,14 +161,14 @@ def _write_stream(
     os.rename(tmp, context.out / dirname)
 
 
-def _sidecar_rows(rows: pa.Table, keys: np.ndarray, cluster: pa.Table) -> pa.Table:
+def sidecar_rows(rows: pa.Table, keys: np.ndarray, picked: pa.Table) -> pa.Table:
+    """Sidecar rows of prepared ``rows`` with sample ``keys`` and their cluster-stage rows."""
     columns: dict[str, Any] = {"sample_key": pa.array(keys, type=pa.int64())}
     for name in SIDECAR_FROM_UNITS:
         columns[name] = rows[name]
     if "tokens" in rows.column_names:
         lengths = pc.list_value_length(rows["tokens"])
         columns["num_tokens"] = lengths.cast(pa.int32())
-    picked = cluster.take(pa.array(keys, type=pa.int64()))
     for name in SIDECAR_FROM_CLUSTER:
         columns[name] = picked[name]
     for name in rows.column_names:
@@ -181,12 +182,12 @@ def _sidecar_rows(rows: pa.Table, keys: np.ndarray, cluster: pa.Table) -> pa.Tab
     return pa.table(columns)
 
 
-def _sidecar_columns(pieces: list[pa.Table]) -> dict[str, pa.ChunkedArray]:
+def sidecar_columns(pieces: list[pa.Table]) -> dict[str, pa.ChunkedArray]:
     table = pa.concat_tables(pieces, promote_options="default").combine_chunks()
     return {name: table[name] for name in table.column_names}
 
 
-def _describe(folder: Path, domain: str, split: str, dirname: str) -> StreamResult:
+def describe_stream(folder: Path, domain: str, split: str, dirname: str) -> StreamResult:
     names = pq.read_schema(folder / SIDECAR_NAME).names
     wanted = [c for c in ("num_bytes", "num_tokens") if c in names]
     table = pq.read_table(folder / SIDECAR_NAME, columns=wanted)
@@ -200,3 +201,13 @@ def _describe(folder: Path, domain: str, split: str, dirname: str) -> StreamResu
         num_bytes=int(np.asarray(table["num_bytes"], dtype=np.int64).sum()),
         index_sha256=index_fingerprint(folder),
     )
+
+
+def sidecar_build_metadata(config: BuildConfig) -> dict[str, Any]:
+    """The build-wide ``streammix.*`` metadata of every sidecar (the domain is added per Stream)."""
+    return {
+        "streammix.minhash": config.output_fields()["minhash"],
+        "streammix.topics": config.output_fields()["topics"]
+        | {"method": "k-medoids over MinHash, estimated Jaccard distance", "seed": config.seed},
+        "streammix.quality": {"scorer": config.scorer, "normalization": "rank over the build"},
+    }

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from build_helpers import generated_records, output_files, stdlib_glob, write_jsonl
 
-from streammix.build import pipeline
-from streammix.build.config import BuildConfig, BuildError, DomainSpec
-from streammix.build.pipeline import run_build
 from streammix.format.manifest import read_manifest
 from streammix.format.sidecar import read_sidecar
+from streammix.pipeline import local as pipeline
+from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
+from streammix.pipeline.local import run_build
 
 BAD_LINES = [b"{oops", b'{"no_text": 1, "id": "x"}', b'{"text": "   ", "id": "blank"}']
 

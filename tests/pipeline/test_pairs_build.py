@@ -11,13 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streammix.build.config import BuildError, DomainSpec
-from streammix.build.pairs import PairsBuildConfig, describe_sidecar_columns, run_pairs_build
 from streammix.cli.build import main as build_main
 from streammix.format.manifest import read_manifest
 from streammix.format.pairs import PairFields, PairStreamWriter, read_pair_records
 from streammix.format.readers import RecordProblem
 from streammix.format.sidecar import read_sidecar
+from streammix.pipeline.config import BuildError, DomainSpec
+from streammix.pipeline.pairs import PairsBuildConfig, describe_sidecar_columns, run_pairs_build
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron "
          "pi rho sigma tau upsilon phi chi psi omega").split()
@@ -169,7 +169,7 @@ def test_two_domains_mixed_half_and_half_feed_dpo(inputs: dict[str, Path], token
 def test_build_is_resumable_and_reruns_do_nothing(inputs: dict[str, Path], tokenizer_dir: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
-    from streammix.build import pairs as pairs_module
+    from streammix.pipeline import pairs as pairs_module
 
     clean, resumed = inputs["root"] / "clean", inputs["root"] / "resumed"
     off = inputs["root"] / "off2.jsonl"

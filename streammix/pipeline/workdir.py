@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streammix.build.config import BuildError
+from streammix.pipeline.config import BuildError
 
 WORK_DIR = ".streammix-work"
 MANIFEST_NAME = "streammix.yaml"

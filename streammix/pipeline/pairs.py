@@ -5,9 +5,9 @@ from the policy by ``streammix pairs``; ``off``: pairs from other models or peop
 ``StreamMixDataset`` over the build mixes them per example with static domain weights (or
 any policy) and ``streammix.composer.dpo`` trains on them with DPO (Rafailov et al. 2023).
 
-This is a code path of its own beside the text build (``streammix.build.pipeline``): pairs
+This is a code path of its own beside the text build (``streammix.pipeline.local``): pairs
 need no quality scores, MinHash or clusters. It shares the output layout, the resumable
-output folder (``streammix.build.workdir``), the reject list, the manifest and the MDS
+output folder (``streammix.pipeline.workdir``), the reject list, the manifest and the MDS
 writer. For each domain, in order, its files (jsonl or parquet, sorted) are read record by
 record (``streammix.format.pairs``); bad records are rejected with their location, then, in
 batches, the three texts are tokenized (no special tokens; the tokenizer's eos is appended
@@ -42,11 +42,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from streammix.build.config import DOMAIN_NAME, VAL_SUFFIX, BuildError, DomainSpec
-from streammix.build.plan import list_domain_files
-from streammix.build.prepare import split_hash, token_dtype_for
-from streammix.build.summary import BuildSummary, _versions
-from streammix.build.workdir import atomic_write_bytes, atomic_write_json, open_output
 from streammix.format.manifest import MANIFEST_VERSION, read_manifest, write_manifest
 from streammix.format.mds import parse_compression
 from streammix.format.pairs import (
@@ -59,6 +54,11 @@ from streammix.format.pairs import (
 )
 from streammix.format.readers import InputError, RecordProblem
 from streammix.format.sidecar import index_fingerprint, write_sidecar
+from streammix.pipeline.config import DOMAIN_NAME, VAL_SUFFIX, BuildError, DomainSpec
+from streammix.pipeline.plan import list_domain_files
+from streammix.pipeline.prepare import split_hash, token_dtype_for
+from streammix.pipeline.summary import BuildSummary, _versions
+from streammix.pipeline.workdir import atomic_write_bytes, atomic_write_json, open_output
 
 REJECTS_NAME = "rejects.jsonl"
 TOO_LONG = "pair longer than --max-pair-tokens"
@@ -141,7 +141,7 @@ class PairsBuildConfig:
 
 def run_pairs_build(config: PairsBuildConfig) -> BuildSummary:
     """Build (or finish building) ``config.out`` from pair records (module docstring)."""
-    from streammix.build.tokenizer import load_tokenizer
+    from streammix.pipeline.tokenizer import load_tokenizer
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(config.tokenizer)
