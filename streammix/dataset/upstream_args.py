@@ -22,7 +22,9 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   samples); ``'device_per_stream'`` is refused, naming ``'per_stream'``.
 - shuffle and partition knobs that the streammix order replaces (``shuffle_algo``,
   ``shuffle_block_size``, ``num_canonical_nodes``, ``partition_algo``,
-  ``sampling_granularity``, ``replication``) are refused unless given at upstream's default.
+  ``sampling_granularity``, ``replication``) are refused unless given at upstream's default;
+  ``num_canonical_nodes=1`` is accepted too: one canonical node is what the streammix order
+  is (one set of passes per domain, independent of the number of nodes and ranks).
 """
 
 from __future__ import annotations
@@ -44,20 +46,20 @@ _PARTITION = ("streammix's order fixes its own partition: global batch g is posi
               "[g*G, (g+1)*G), each rank takes a contiguous slice, and the order depends on "
               "neither the number of nodes nor ranks")
 
-# argument -> (upstream default, why streammix refuses any other value)
-REFUSED_UNLESS_DEFAULT: dict[str, tuple[Any, str]] = {
-    "shuffle_algo": ("py1e", _WINDOW),
-    "shuffle_block_size": (None, _WINDOW),
-    "num_canonical_nodes": (None, _PARTITION + "; leave num_canonical_nodes unset"),
-    "partition_algo": ("relaxed", _PARTITION),
-    "sampling_granularity": (1, "streammix draws whole passes per sample; shard locality "
-                                "comes from MixingConfig(window_shards=...)"),
-    "replication": (None, "streammix gives every rank its own slice of the global batch; "
-                          "replicate batches in the training loop instead"),
-    "stream_name": ("stream", "StreamMixDataset builds plain upstream Streams; give your "
-                              "own as streams=[...]"),
-    "stream_config": (None, "StreamMixDataset builds plain upstream Streams; give your "
-                            "own as streams=[...]"),
+# argument -> (values honoured: upstream's default and equivalents, why any other is refused)
+REFUSED_UNLESS_DEFAULT: dict[str, tuple[tuple[Any, ...], str]] = {
+    "shuffle_algo": (("py1e",), _WINDOW),
+    "shuffle_block_size": ((None,), _WINDOW),
+    "num_canonical_nodes": ((None, 1), _PARTITION + "; leave num_canonical_nodes unset or 1"),
+    "partition_algo": (("relaxed",), _PARTITION),
+    "sampling_granularity": ((1,), "streammix draws whole passes per sample; shard locality "
+                                   "comes from MixingConfig(window_shards=...)"),
+    "replication": ((None,), "streammix gives every rank its own slice of the global batch; "
+                             "replicate batches in the training loop instead"),
+    "stream_name": (("stream",), "StreamMixDataset builds plain upstream Streams; give your "
+                                 "own as streams=[...]"),
+    "stream_config": ((None,), "StreamMixDataset builds plain upstream Streams; give your "
+                               "own as streams=[...]"),
 }
 BATCHING_METHODS = ("random", "stratified", "per_stream")
 SAMPLING_METHODS = ("balanced", "fixed")
@@ -81,8 +83,9 @@ class UpstreamOptions:
 
 def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> UpstreamOptions:
     """Refuse what streammix cannot honour; return what it honours (``kwargs`` untouched)."""
-    for name, (default, why) in REFUSED_UNLESS_DEFAULT.items():
-        if name in kwargs and kwargs[name] != default:
+    for name, (honoured, why) in REFUSED_UNLESS_DEFAULT.items():
+        if name in kwargs and not any(kwargs[name] == value and type(kwargs[name]) is
+                                      type(value) for value in honoured):
             raise ValueError(f"StreamMixDataset does not honour {name}={kwargs[name]!r}: {why}")
     batching = kwargs.get("batching_method", "random")
     if batching == "device_per_stream":

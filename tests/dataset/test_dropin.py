@@ -176,6 +176,13 @@ def test_order_knobs_at_their_defaults_are_accepted(mds_domains) -> None:
     assert len(dataset) == 216
 
 
+def test_one_canonical_node_is_the_streammix_order(mds_domains) -> None:
+    reference = _ids(_make(mds_domains))
+    assert _ids(_make(mds_domains, num_canonical_nodes=1)) == reference
+    with pytest.raises(ValueError, match="does not honour num_canonical_nodes=True"):
+        _make(mds_domains, num_canonical_nodes=True)
+
+
 def test_batch_size_is_checked_at_iteration_as_upstream(mds_domains) -> None:
     dataset = _make(mds_domains, batch_size=None)
     assert len(dataset) == dataset.epoch_size == 216
