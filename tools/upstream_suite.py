@@ -16,7 +16,8 @@ so it cannot run most modules. Nothing is downloaded here.
 3. Run each module in one pytest process (``--jobs`` at a time, upstream's pytest options
    replaced by none), then every test function that failed there (all its
    parametrizations) in its own process: upstream leaks shared-memory handles across
-   datasets, so only a failure in a process of its own counts. ``--isolate all`` runs
+   datasets, so only a failure in a process of its own counts (a function that the
+   exclusion list expects to fail is not run again). ``--isolate all`` runs
    every function in its own process from the start (slower: a process imports torch).
    An unlisted failure is run once more (upstream's shared-memory prefixes can race
    between concurrent processes); a function that passes only then is reported as flaky.
@@ -135,7 +136,11 @@ def module_outcomes(root: Path, module: str, timeout_s: float) -> dict[str, bool
         return {}
     passed: dict[str, bool] = {}
     for case in ElementTree.parse(report).iter("testcase"):
-        node = f"tests/{module}::{case.get('name', '').split('[')[0]}"
+        module_path = "tests." + module.removesuffix(".py")  # classname: module[.Class]
+        classes = case.get("classname", "").removeprefix(module_path).strip(".")
+        parts = [f"tests/{module}", *filter(None, classes.split(".")),
+                 case.get("name", "").split("[")[0]]
+        node = "::".join(parts)
         failed = case.find("failure") is not None or case.find("error") is not None
         passed[node] = passed.get(node, True) and not failed
     return passed
@@ -192,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                 passed_together.update(found)
     outcomes = [Outcome(node=n, passed=True, flaky=False, seconds=0.0, tail="")
                 for n in nodes if passed_together.get(n)]
-    alone = [n for n in nodes if not passed_together.get(n)]
+    # a listed function that failed with its module is excluded without a second process
+    alone = [n for n in nodes if not passed_together.get(n)
+             and not (n in passed_together and n in exclusions)]
+    outcomes += [Outcome(node=n, passed=False, flaky=False, seconds=0.0, tail="")
+                 for n in nodes if n in exclusions and passed_together.get(n) is False]
     with ThreadPoolExecutor(args.jobs) as pool:
         outcomes += pool.map(lambda n: run_function(root, n, args.timeout_s,
                                                     retry=n not in exclusions), alone)

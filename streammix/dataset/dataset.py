@@ -135,8 +135,8 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
         """The global batch size; a clear error if ``batch_size`` was never given."""
         if self.global_batch_size is None:
             raise ValueError(
-                "Please pass batch_size to StreamMixDataset (samples per device per batch, the "
-                "same as the DataLoader's): the order's global batches and the resume state "
+                "Please pass `batch_size` to StreamingDataset (here StreamMixDataset: samples "
+                "per device per batch, the same as the DataLoader's): the order's global batches and the resume state "
                 "need it, as upstream StreamingDataset needs it to iterate")
         return self.global_batch_size
 

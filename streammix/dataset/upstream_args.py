@@ -105,7 +105,8 @@ def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> Up
             f"interleave={mixing.interleave!r} draws domains at random")
     sampling = kwargs.get("sampling_method")
     if sampling is not None and sampling not in SAMPLING_METHODS:
-        raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {sampling!r}")
+        raise ValueError(f"Invalid sampling method: {sampling!r}; sampling_method must be one "
+                         f"of {SAMPLING_METHODS}")
     shuffle = kwargs.get("shuffle", True)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")

@@ -176,6 +176,14 @@ def test_order_knobs_at_their_defaults_are_accepted(mds_domains) -> None:
     assert len(dataset) == 216
 
 
+def test_unknown_sampling_method_and_state_are_refused_in_upstream_words(mds_domains) -> None:
+    with pytest.raises(ValueError, match="Invalid sampling method: 'fixedd'"):
+        _make(mds_domains, sampling_method="fixedd")
+    dataset = _make(mds_domains)
+    with pytest.raises(ValueError, match="The StreamingDataset state dict .* no \\['epoch'"):
+        dataset.load_state_dict({"a": 1})
+
+
 def test_one_canonical_node_is_the_streammix_order(mds_domains) -> None:
     reference = _ids(_make(mds_domains))
     assert _ids(_make(mds_domains, num_canonical_nodes=1)) == reference
@@ -186,9 +194,9 @@ def test_one_canonical_node_is_the_streammix_order(mds_domains) -> None:
 def test_batch_size_is_checked_at_iteration_as_upstream(mds_domains) -> None:
     dataset = _make(mds_domains, batch_size=None)
     assert len(dataset) == dataset.epoch_size == 216
-    with pytest.raises(ValueError, match="Please pass batch_size"):
+    with pytest.raises(ValueError, match="Please pass `batch_size` to StreamingDataset"):
         next(iter(dataset))
-    with pytest.raises(ValueError, match="Please pass batch_size"):
+    with pytest.raises(ValueError, match="Please pass `batch_size` to StreamingDataset"):
         dataset.state_dict(num_samples=0, from_beginning=True)
     del dataset
     with pytest.raises(ValueError, match="needs batch_size .* at construction"):
