@@ -54,6 +54,7 @@ from streammix.dataset.packing import (
 from streammix.dataset.resume import STATE_VERSION, ResumeMixin
 from streammix.dataset.sources import DomainSources, resolve_sources
 from streammix.dataset.upstream_args import (
+    check_stratified_batches,
     check_upstream_kwargs,
     given_stream_weighting,
     stream_domain_weights,
@@ -429,7 +430,12 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if hasattr(self, "_prefetcher"):
             self._prefetcher.stop()
-        self._require_batch_size()
+        global_batch_size = self._require_batch_size()
+        if self.upstream_options.batching_method == "stratified":
+            check_stratified_batches(
+                self.domain_names,
+                [self.initial_weights, *(w for _, w in self._static_updates)],
+                global_batch_size)
         self._unique_worker_world = self._unique_rank_world.detect_workers()
         self._parallel_worker_world = self._parallel_rank_world.detect_workers()
         epoch, sample_in_epoch = self._resume_incr_epoch()

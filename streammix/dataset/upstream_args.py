@@ -17,6 +17,8 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   shard order with samples in order (the domains are still blended by the interleave).
 - ``batching_method``: ``'random'`` (upstream's default) and ``'stratified'`` (every global
   batch holds each domain in proportion, which the greedy interleave gives) are honoured;
+  as upstream, iterating with ``'stratified'`` raises when a domain with a positive weight
+  would get less than one sample per global batch (it could not be in every batch);
   ``'per_stream'`` makes every global batch come from one domain, the domains of successive
   batches interleaved by the weights (the same interleave, over batches instead of
   samples); ``'device_per_stream'`` is refused, naming ``'per_stream'``.
@@ -111,6 +113,23 @@ def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> Up
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
     return UpstreamOptions(shuffle=shuffle, batching_method=batching, sampling_method=sampling)
+
+
+def check_stratified_batches(names: Sequence[str], weights: Sequence[Sequence[float]],
+                             global_batch_size: int) -> None:
+    """Refuse ``'stratified'`` when a weighted domain gets under one sample per global batch.
+
+    ``weights``: every known weight vector (the initial one and each static schedule entry).
+    """
+    for vector in weights:
+        for name, weight in zip(names, vector):
+            share = weight * global_batch_size
+            if 0 < share < 1:
+                raise ValueError(
+                    f"Number of samples for stream {name!r} per global batch is {share:.3g} "
+                    f"(weight {weight:.3g} of {global_batch_size}): batching_method='stratified' "
+                    "puts every domain in every global batch; raise the global batch size or "
+                    "the domain's weight, or use batching_method='random'")
 
 
 def given_stream_weighting(streams: Sequence[Any] | None) -> str:

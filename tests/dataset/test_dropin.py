@@ -184,6 +184,18 @@ def test_unknown_sampling_method_and_state_are_refused_in_upstream_words(mds_dom
         dataset.load_state_dict({"a": 1})
 
 
+def test_stratified_refuses_a_domain_too_small_for_every_batch_at_iteration(mds_domains) -> None:
+    small = _make(mds_domains, batching_method="stratified", mixing={
+        "seed": 3, "domain_weights": {"alpha": 1, "beta": 1, "gamma": 0.05}})
+    with pytest.raises(ValueError, match="Number of samples for stream 'gamma' per global "
+                                         "batch is 0.195"):
+        next(iter(small))
+    del small
+    unserved = _make(mds_domains, batching_method="stratified", mixing={
+        "seed": 3, "domain_weights": {"alpha": 1, "beta": 1, "gamma": 0}})
+    assert {d for d, _ in _ids(unserved)} == {0, 1}  # weight 0: never served, not refused
+
+
 def test_one_canonical_node_is_the_streammix_order(mds_domains) -> None:
     reference = _ids(_make(mds_domains))
     assert _ids(_make(mds_domains, num_canonical_nodes=1)) == reference
