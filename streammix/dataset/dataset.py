@@ -64,6 +64,7 @@ from streammix.dataset.packing import (
 from streammix.dataset.resume import STATE_VERSION, ResumeMixin
 from streammix.dataset.sources import DomainSources, resolve_sources
 from streammix.dataset.upstream_args import (
+    check_stratified_batches,
     check_upstream_kwargs,
     given_stream_weighting,
     stream_domain_weights,
@@ -148,8 +149,8 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
         """The global batch size; a clear error if ``batch_size`` was never given."""
         if self.global_batch_size is None:
             raise ValueError(
-                "Please pass batch_size to StreamMixDataset (samples per device per batch, the "
-                "same as the DataLoader's): the order's global batches and the resume state "
+                "Please pass `batch_size` to StreamingDataset (here StreamMixDataset: samples "
+                "per device per batch, the same as the DataLoader's): the order's global batches and the resume state "
                 "need it, as upstream StreamingDataset needs it to iterate")
         return self.global_batch_size
 
@@ -461,7 +462,12 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if hasattr(self, "_prefetcher"):
             self._prefetcher.stop()
-        self._require_batch_size()
+        global_batch_size = self._require_batch_size()
+        if self.upstream_options.batching_method == "stratified":
+            check_stratified_batches(
+                self.domain_names,
+                [self.initial_weights, *(w for _, w in self._static_updates)],
+                global_batch_size)
         self._unique_worker_world = self._unique_rank_world.detect_workers()
         self._parallel_worker_world = self._parallel_rank_world.detect_workers()
         epoch, sample_in_epoch = self._resume_incr_epoch()

@@ -122,7 +122,8 @@ class ResumeMixin:
         """
         missing = [k for k in ("epoch", "sample_in_epoch") if k not in obj]
         if missing:
-            raise ValueError(f"not a StreamingDataset or StreamMixDataset state: no {missing}")
+            raise ValueError(f"The StreamingDataset state dict given is not a StreamingDataset "
+                             f"or StreamMixDataset state: no {missing}")
         G = self._require_batch_size()
         epoch, sample = max(int(obj["epoch"]), 0), int(obj["sample_in_epoch"])
         if sample % G and sample != self.epoch_size:

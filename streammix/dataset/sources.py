@@ -18,7 +18,10 @@ once per node, never two processes writing the same file.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,14 @@ INDEX_NAME = "index.json"
 
 class BuildLayoutError(ValueError):
     """A build's Stream does not match its manifest (rewritten after the build)."""
+
+
+class NoDataFound(FileNotFoundError, ValueError):
+    """``local``/``remote`` hold no build, no MDS folder and no folder of MDS folders.
+
+    A ``FileNotFoundError`` as upstream raises for a missing ``index.json``, and a
+    ``ValueError`` as streammix's other layout errors.
+    """
 
 
 @dataclass(frozen=True)
@@ -131,15 +142,37 @@ def resolve_sources(*, local: str | os.PathLike | None, remote: str | None,
         if local is not None or remote is not None:
             raise ValueError("give either streams=[...] (one per domain) or local/remote, not both")
         return _from_streams(tuple(streams), domains)
-    if local is None:
+    if local is None and remote is None:
         raise ValueError("StreamMixDataset needs local= (a streammix build or MDS folder, or "
                          "the cache folder for remote=) or streams=[...]")
-    local = os.fspath(local)
+    local = temporary_local(remote) if local is None else os.fspath(local)
     try:
         fetch_file(remote, local, manifest_format.MANIFEST_NAME)
     except RemoteFileMissing:
         return _from_plain_mds(local, remote, split, domains, upstream_split or "")
     return _from_build(local, remote, split, domains)
+
+
+def temporary_local(remote: str) -> str:
+    """The cache folder of ``remote=`` given without ``local=``, as upstream makes it.
+
+    ``<tmp>/<blake2s-128 of remote>`` (upstream's ``Stream`` path, its ``split`` appended
+    below it as for any plain MDS folder). Local rank 0 creates it and refuses one that
+    exists (it may hold another dataset's files); the node's other ranks wait for it.
+    """
+    from streaming.base.distributed import barrier, get_local_rank
+
+    digest = hashlib.blake2s(remote.encode("utf-8"), digest_size=16).hexdigest()
+    local = os.path.join(tempfile.gettempdir(), digest)
+    if get_local_rank() == 0:
+        if os.path.exists(local):
+            raise FileExistsError(
+                f"remote={remote!r} without local=: its temporary cache folder {local} already "
+                "exists (another dataset, or an earlier run, left it); give local= to reuse a "
+                "cache on purpose, or delete that folder")
+        os.makedirs(local)
+    barrier()
+    return local
 
 
 def _from_streams(streams: tuple[Stream, ...], domains: Sequence[str] | None) -> DomainSources:
@@ -202,11 +235,12 @@ def _mds_subfolders(local: str, remote: str | None, sub: str) -> tuple[str, ...]
                              and os.path.exists(os.path.join(e.path, sub, INDEX_NAME))))
     if found:
         return found
-    raise ValueError(
-        f"{where} has no {manifest_format.MANIFEST_NAME} (a streammix build), no {INDEX_NAME} "
-        f"(one MDS folder) and no subfolders with an {INDEX_NAME} (MDS folders, one domain "
-        "each)" + ("; a remote cannot be listed: name its MDS subfolders with "
-                   "MixingConfig(domains=[...])" if remote is not None else ""))
+    raise NoDataFound(
+        errno.ENOENT, f"No such file or directory: {where} has no "
+        f"{manifest_format.MANIFEST_NAME} (a streammix build), no {INDEX_NAME} (one MDS folder) "
+        f"and no subfolders with an {INDEX_NAME} (MDS folders, one domain each)"
+        + ("; a remote cannot be listed: name its MDS subfolders with "
+           "MixingConfig(domains=[...])" if remote is not None else ""))
 
 
 def _from_build(local: str, remote: str | None, split: str,

@@ -17,6 +17,8 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   shard order with samples in order (the domains are still blended by the interleave).
 - ``batching_method``: ``'random'`` (upstream's default) and ``'stratified'`` (every global
   batch holds each domain in proportion, which the greedy interleave gives) are honoured;
+  as upstream, iterating with ``'stratified'`` raises when a domain with a positive weight
+  would get less than one sample per global batch (it could not be in every batch);
   ``'per_stream'`` makes every global batch come from one domain, the domains of successive
   batches interleaved by the weights (the same interleave, over batches instead of
   samples); ``'device_per_stream'`` is refused, naming ``'per_stream'``.
@@ -48,19 +50,19 @@ _PARTITION = ("streammix's order fixes its own partition: global batch g is posi
               "[g*G, (g+1)*G), each rank takes a contiguous slice, and the order depends on "
               "neither the number of nodes nor ranks (only on num_canonical_nodes)")
 
-# argument -> (upstream default, why streammix refuses any other value)
-REFUSED_UNLESS_DEFAULT: dict[str, tuple[Any, str]] = {
-    "shuffle_algo": ("py1e", _WINDOW),
-    "shuffle_block_size": (None, _WINDOW),
-    "partition_algo": ("relaxed", _PARTITION),
-    "sampling_granularity": (1, "streammix draws whole passes per sample; shard locality "
-                                "comes from MixingConfig(window_shards=...)"),
-    "replication": (None, "streammix gives every rank its own slice of the global batch; "
-                          "replicate batches in the training loop instead"),
-    "stream_name": ("stream", "StreamMixDataset builds plain upstream Streams; give your "
-                              "own as streams=[...]"),
-    "stream_config": (None, "StreamMixDataset builds plain upstream Streams; give your "
-                            "own as streams=[...]"),
+# argument -> (values honoured: upstream's default and equivalents, why any other is refused)
+REFUSED_UNLESS_DEFAULT: dict[str, tuple[tuple[Any, ...], str]] = {
+    "shuffle_algo": (("py1e",), _WINDOW),
+    "shuffle_block_size": ((None,), _WINDOW),
+    "partition_algo": (("relaxed",), _PARTITION),
+    "sampling_granularity": ((1,), "streammix draws whole passes per sample; shard locality "
+                                   "comes from MixingConfig(window_shards=...)"),
+    "replication": ((None,), "streammix gives every rank its own slice of the global batch; "
+                             "replicate batches in the training loop instead"),
+    "stream_name": (("stream",), "StreamMixDataset builds plain upstream Streams; give your "
+                                 "own as streams=[...]"),
+    "stream_config": ((None,), "StreamMixDataset builds plain upstream Streams; give your "
+                               "own as streams=[...]"),
 }
 BATCHING_METHODS = ("random", "stratified", "per_stream")
 SAMPLING_METHODS = ("balanced", "fixed")
@@ -86,8 +88,9 @@ class UpstreamOptions:
 
 def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> UpstreamOptions:
     """Refuse what streammix cannot honour; return what it honours (``kwargs`` untouched)."""
-    for name, (default, why) in REFUSED_UNLESS_DEFAULT.items():
-        if name in kwargs and kwargs[name] != default:
+    for name, (honoured, why) in REFUSED_UNLESS_DEFAULT.items():
+        if name in kwargs and not any(kwargs[name] == value and type(kwargs[name]) is
+                                      type(value) for value in honoured):
             raise ValueError(f"StreamMixDataset does not honour {name}={kwargs[name]!r}: {why}")
     batching = kwargs.get("batching_method", "random")
     if batching == "device_per_stream":
@@ -107,7 +110,8 @@ def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> Up
             f"interleave={mixing.interleave!r} draws domains at random")
     sampling = kwargs.get("sampling_method")
     if sampling is not None and sampling not in SAMPLING_METHODS:
-        raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {sampling!r}")
+        raise ValueError(f"Invalid sampling method: {sampling!r}; sampling_method must be one "
+                         f"of {SAMPLING_METHODS}")
     shuffle = kwargs.get("shuffle", True)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
@@ -126,6 +130,23 @@ def _canonical_nodes(kwargs: Mapping[str, Any], mixing: MixingConfig) -> int | N
         raise ValueError(f"num_canonical_nodes={given} and MixingConfig(canonical_nodes="
                          f"{mixing.canonical_nodes}) disagree: give the canonical nodes once")
     return int(given)
+
+
+def check_stratified_batches(names: Sequence[str], weights: Sequence[Sequence[float]],
+                             global_batch_size: int) -> None:
+    """Refuse ``'stratified'`` when a weighted domain gets under one sample per global batch.
+
+    ``weights``: every known weight vector (the initial one and each static schedule entry).
+    """
+    for vector in weights:
+        for name, weight in zip(names, vector):
+            share = weight * global_batch_size
+            if 0 < share < 1:
+                raise ValueError(
+                    f"Number of samples for stream {name!r} per global batch is {share:.3g} "
+                    f"(weight {weight:.3g} of {global_batch_size}): batching_method='stratified' "
+                    "puts every domain in every global batch; raise the global batch size or "
+                    "the domain's weight, or use batching_method='random'")
 
 
 def given_stream_weighting(streams: Sequence[Any] | None) -> str:

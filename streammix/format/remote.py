@@ -3,8 +3,9 @@
 ``fetch_file(remote_dir, local_dir, name)`` returns the local path of ``name``, downloading
 it through upstream's downloaders (``s3://``, ``gs://``, local folders, ...) when it is not
 in the local folder yet. Every process of a node that shares ``local_dir`` may call it at
-the same time: a file lock beside the target lets the first one download while the others
-wait, and the download goes to a temporary name unique to the process before an atomic
+the same time: a file lock lets the first one download while the others wait (the lock file
+lives in the node's temporary folder, named by a hash of the target's absolute path, so the
+cache folder holds nothing but the data, as upstream's does), and the download goes to a temporary name unique to the process before an atomic
 rename, so no two processes ever write the same file and a reader never sees a partial one.
 Each object is therefore fetched once per node.
 
@@ -14,7 +15,9 @@ whatever the storage: upstream reports S3's 404 as a botocore ``ClientError``.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -35,11 +38,18 @@ def _is_missing(error: BaseException) -> bool:
 
 
 def node_lock(path: str | os.PathLike):
-    """An inter-process lock on ``<path>.lock`` (the file stays; it is tiny)."""
+    """An inter-process lock for ``path``, shared by the processes of one node.
+
+    The lock file is ``<tmp>/streammix-locks/<sha256 of the absolute path>.lock`` (it stays;
+    it is empty), never beside ``path``: upstream's cache folders hold only the data.
+    """
     from filelock import FileLock
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(f"{path}.lock")
+    key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:32]
+    folder = Path(tempfile.gettempdir()) / "streammix-locks"
+    folder.mkdir(exist_ok=True)
+    return FileLock(str(folder / f"{key}.lock"))
 
 
 def fetch_file(remote_dir: str | None, local_dir: str | os.PathLike, name: str, *,

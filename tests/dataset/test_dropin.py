@@ -175,12 +175,39 @@ def test_order_knobs_at_their_defaults_are_accepted(mds_domains) -> None:
     assert len(dataset) == 216
 
 
+def test_unknown_sampling_method_and_state_are_refused_in_upstream_words(mds_domains) -> None:
+    with pytest.raises(ValueError, match="Invalid sampling method: 'fixedd'"):
+        _make(mds_domains, sampling_method="fixedd")
+    dataset = _make(mds_domains)
+    with pytest.raises(ValueError, match="The StreamingDataset state dict .* no \\['epoch'"):
+        dataset.load_state_dict({"a": 1})
+
+
+def test_stratified_refuses_a_domain_too_small_for_every_batch_at_iteration(mds_domains) -> None:
+    small = _make(mds_domains, batching_method="stratified", mixing={
+        "seed": 3, "domain_weights": {"alpha": 1, "beta": 1, "gamma": 0.05}})
+    with pytest.raises(ValueError, match="Number of samples for stream 'gamma' per global "
+                                         "batch is 0.195"):
+        next(iter(small))
+    del small
+    unserved = _make(mds_domains, batching_method="stratified", mixing={
+        "seed": 3, "domain_weights": {"alpha": 1, "beta": 1, "gamma": 0}})
+    assert {d for d, _ in _ids(unserved)} == {0, 1}  # weight 0: never served, not refused
+
+
+def test_one_canonical_node_is_the_streammix_order(mds_domains) -> None:
+    reference = _ids(_make(mds_domains))
+    assert _ids(_make(mds_domains, num_canonical_nodes=1)) == reference
+    with pytest.raises(ValueError, match="does not honour num_canonical_nodes=True"):
+        _make(mds_domains, num_canonical_nodes=True)
+
+
 def test_batch_size_is_checked_at_iteration_as_upstream(mds_domains) -> None:
     dataset = _make(mds_domains, batch_size=None)
     assert len(dataset) == dataset.epoch_size == 216
-    with pytest.raises(ValueError, match="Please pass batch_size"):
+    with pytest.raises(ValueError, match="Please pass `batch_size` to StreamingDataset"):
         next(iter(dataset))
-    with pytest.raises(ValueError, match="Please pass batch_size"):
+    with pytest.raises(ValueError, match="Please pass `batch_size` to StreamingDataset"):
         dataset.state_dict(num_samples=0, from_beginning=True)
     del dataset
     with pytest.raises(ValueError, match="needs batch_size .* at construction"):

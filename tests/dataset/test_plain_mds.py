@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -58,6 +61,38 @@ def test_plain_mds_on_a_remote(mds_domains, tmp_path) -> None:
     del many
     with pytest.raises(ValueError, match="'delta'.*has no index.json"):
         _make(remote=str(root), local=str(tmp_path / "bad"), mixing={"domains": ("delta",)})
+
+
+def test_the_cache_folder_holds_only_the_data(mds_domains, tmp_path) -> None:
+    dataset = _make(remote=str(mds_domains[2]), local=str(tmp_path / "cache"))
+    assert len(_ids(dataset)) == 36
+    del dataset
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    written = sorted(p.name for p in mds_domains[2].iterdir())
+    assert cached == written  # index.json and shards: no lock or manifest files left beside
+
+
+def test_remote_without_local_caches_where_upstream_does(mds_domains, tmp_path,
+                                                         monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
+    remote = str(mds_domains[2])
+    dataset = _make(remote=remote)
+    assert sorted(i for _, i in _ids(dataset)) == list(range(36))
+    digest = hashlib.blake2s(remote.encode(), digest_size=16).hexdigest()
+    assert (tmp_path / "tmp" / digest / "index.json").exists()
+    del dataset
+    with pytest.raises(FileExistsError, match="temporary cache folder .* already exists"):
+        _make(remote=remote)
+    with pytest.raises(ValueError, match="needs local="):
+        _make()
+
+
+def test_a_remote_without_an_index_is_a_file_not_found(mds_domains, tmp_path) -> None:
+    empty = tmp_path / "empty-remote"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="No such file or directory.*no index.json"):
+        _make(remote=str(empty), local=str(tmp_path / "cache"))
 
 
 def test_basename_clashes_are_named_explicitly(tmp_path, mds_writer) -> None:

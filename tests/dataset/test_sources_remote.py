@@ -124,7 +124,7 @@ def test_processes_fetching_the_same_file_download_it_once(tmp_path) -> None:
         proc.join(timeout=60)
     assert results == [("ok", True)] * 4
     leftovers = sorted(p.name for p in local.iterdir())
-    assert leftovers == ["blob.bin", "blob.bin.lock"]  # no partial or temporary file
+    assert leftovers == ["blob.bin"]  # no partial or temporary file, no lock file
 
 
 def test_a_missing_remote_file_is_a_file_not_found(tmp_path) -> None:
