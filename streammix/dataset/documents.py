@@ -6,8 +6,9 @@ raw files of the shards in use mapped (``streammix.format.mds_reader.ShardTokens
 ``max_mapped`` of them, least recently used dropped first) and serves a document's tokens
 as a slice of its shard.
 
-Fetching, caching and eviction stay upstream's: a shard whose raw file is missing is
-brought in with the dataset's own ``prepare_shard`` (download, decompression, eviction of
+Fetching, caching and eviction stay upstream's: a shard that is not LOCAL (not fetched yet,
+or being written by another process) or whose raw file is missing is brought in, or waited
+for, with the dataset's own ``prepare_shard`` (download, decompression, eviction of
 colder shards under ``cache_limit``), retried as ``get_item`` retries; every read stamps the
 shard's access time as ``get_item`` does; and a mapped shard whose state is no longer
 LOCAL (evicted) is mapped again from the file ``prepare_shard`` brings back. Shards whose
@@ -93,6 +94,8 @@ class DocumentTokens:
                        column_sizes=reader.column_sizes)
         path = os.path.join(reader.dirname, reader.split or "", reader.raw_data.basename)
         for _ in range(1 + SHARD_RETRIES):
+            if dataset._shard_states[shard_id] != LOCAL_STATE:  # fetch it, or wait for the
+                dataset.prepare_shard(shard_id)                # process writing it
             try:
                 shard = ShardTokens(path, column=TOKEN_COLUMN, **columns)
                 break
