@@ -19,7 +19,9 @@ Measured in one run, on generated MDS domains (local, zstd-compressed shards):
    StreamMixDataset packing blocks of ``--block`` tokens by domain from token documents,
    against upstream StreamingDataset over the same tokens pre-packed into fixed-length MDS
    samples (as llm-foundry's concat-tokens converter writes them), num_workers 0 and 2; and
-   the time to the first block after resuming at token position 1e10.
+   the time to the first block after resuming at token position 1e10. With num_workers 0
+   the reading process's CPU time is measured too (tokens per CPU-second): on a machine
+   shared with other jobs it varies far less than the wall-clock rate.
 
     python3 benchmarks/bench_dataset.py [--quick] [--only decisions|packed|resume]
 
@@ -188,17 +190,20 @@ def make_token_domains(root: Path, docs_per_domain: int, block: int) -> tuple[li
     return docs, packed
 
 
-def _tokens_per_s(dataset, workers: int, blocks: int, block: int) -> float:
+def _tokens_per_s(dataset, workers: int, blocks: int, block: int) -> tuple[float, float]:
+    """Tokens per wall-clock second, and per CPU-second of this process (workers=0 only:
+    with workers the reading happens in other processes; then NaN)."""
     loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=_collate)
     iterator = iter(loader)
     next(iterator)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     served = 0
     for size in iterator:
         served += size
         if served >= blocks:
             break
-    return served * block / (time.perf_counter() - started)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return served * block / wall, served * block / cpu if workers == 0 else float("nan")
 
 
 def bench_packed(root: Path, *, docs_per_domain: int, block: int, blocks: int,
@@ -206,20 +211,25 @@ def bench_packed(root: Path, *, docs_per_domain: int, block: int, blocks: int,
     docs, packed = make_token_domains(root, docs_per_domain, block)
     result: dict = {"block": block}
     for workers in (0, 2):
-        ours, theirs = [], []
+        ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
         for _ in range(repeats):
             gc.collect()
             dataset = StreamMixDataset(
                 streams=[Stream(local=str(d)) for d in docs], batch_size=8,
                 mixing=MixingConfig(seed=1, sequence_length=block, separator_id=0))
-            ours.append(_tokens_per_s(dataset, workers, blocks, block))
+            wall, cpu = _tokens_per_s(dataset, workers, blocks, block)
+            ours.append(wall)
+            ours_cpu.append(cpu)
             del dataset
             gc.collect()
             upstream = StreamingDataset(streams=[Stream(local=str(d)) for d in packed],
                                         batch_size=8, shuffle=True, shuffle_seed=1)
-            theirs.append(_tokens_per_s(upstream, workers, blocks, block))
+            wall, cpu = _tokens_per_s(upstream, workers, blocks, block)
+            theirs.append(wall)
+            theirs_cpu.append(cpu)
             del upstream
         result[workers] = (statistics.median(ours), statistics.median(theirs), ours, theirs)
+        result[f"cpu{workers}"] = (statistics.median(ours_cpu), statistics.median(theirs_cpu))
     gc.collect()
     resume = []
     for _ in range(repeats):
@@ -253,6 +263,11 @@ def _print_packed(r: dict) -> None:
               f"{ours:,.0f} tokens/s, upstream pre-packed {theirs:,.0f} tokens/s, ratio "
               f"{ours / theirs:.2f} (runs {[round(x) for x in runs_ours]} vs "
               f"{[round(x) for x in runs_theirs]})", flush=True)
+        ours_cpu, theirs_cpu = r[f"cpu{workers}"]
+        if workers == 0:
+            print(f"  per CPU-second of the reading process: streammix {ours_cpu:,.0f} tokens, "
+                  f"upstream {theirs_cpu:,.0f} tokens, ratio {ours_cpu / theirs_cpu:.2f}",
+                  flush=True)
     print(f"packed resume at token position 1e10: first block after {r['resume_s']:.3f} s "
           "(median)", flush=True)
 

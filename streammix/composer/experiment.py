@@ -8,6 +8,12 @@ domain's ``-val`` split (token-weighted mean cross-entropy, perplexity = exp of 
   for stratified sampling), optionally with SampleMix repeat counts (``sample_counts``);
 * any online policy name (``aioli``, ``odm``, ``doremi``, ...) driven by ``OnlineMixing``.
 
+With ``packed``, training reads domain-pure blocks of exactly ``seq_len`` tokens (documents
+joined with ``pad_id``, the tokenizer's end-of-text, as separator; ``MixingConfig``'s
+``packing="domain"``), so the weights and the per-domain counts are token shares; without
+it, each document is cut at ``seq_len`` and padded. Held-out losses are per document either
+way.
+
 Everything is seeded: the model initialisation, the order and the policy.
 """
 
@@ -45,6 +51,7 @@ class ExperimentConfig:
     sample_counts: Path | None = None            # SampleMix plan file
     seed: int = 0
     seq_len: int = 128
+    packed: bool = False                        # domain-pure blocks of seq_len tokens
     batch_size: int = 16
     n_layer: int = 2
     n_embd: int = 128
@@ -181,7 +188,9 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     mixing = MixingConfig(domain_weights=config.weights,
                           sample_counts=str(config.sample_counts) if config.sample_counts else None,
                           seed=config.seed, weight_updates="exact" if online else "static",
-                          publish_timeout_s=300)
+                          publish_timeout_s=300,
+                          sequence_length=config.seq_len if config.packed else None,
+                          separator_id=config.pad_id if config.packed else None)
     gc.collect()
     dataset = StreamMixDataset(local=str(config.build), batch_size=config.batch_size,
                                mixing=mixing)
@@ -214,6 +223,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     mean_loss = sum(losses.values()) / len(losses)
     result = {
         "policy": config.policy, "seed": config.seed, "steps": config.steps,
+        "packed": config.packed,
         "train_seconds": seconds, "held_out_loss": losses,
         "perplexity": {n: math.exp(v) for n, v in losses.items()},
         "mean_perplexity": sum(math.exp(v) for v in losses.values()) / len(losses),

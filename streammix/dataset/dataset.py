@@ -48,6 +48,7 @@ from streammix.core.schedule import Schedule
 from streammix.dataset.batches import EpochBatchesMixin
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
+from streammix.dataset.documents import LOCAL_STATE, DocumentTokens
 from streammix.dataset.nodes import (
     check_order_supports,
     check_physical_nodes,
@@ -73,7 +74,7 @@ from streammix.dataset.upstream_args import (
 from streammix.format.remote import node_lock
 
 __all__ = ["STATE_VERSION", "StreamMixDataset", "read_split_head"]
-RECENT_DOCUMENTS = 16  # documents each reader keeps for packed blocks that share them
+MIN_MAPPED_SHARDS = 8  # shards a packed reader keeps mapped, at least (see DocumentTokens)
 
 
 class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
@@ -571,7 +572,7 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             sample = self[planned.ids]
             sample["domain"] = planned.domain
             return sample
-        documents = [self._document_tokens(int(i)) for i in planned.ids.tolist()]
+        documents = self._document_tokens(planned.ids)
         block = assemble_block(planned.pieces, documents, separator_id=self.mixing.separator_id)
         sample = {"input_ids": block, "labels": block.copy(), "domain": planned.domain}
         if self.mixing.packing == "mixed":
@@ -579,17 +580,13 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
                                                planned.pieces.length)
         return sample
 
-    def _document_tokens(self, sample_id: int) -> np.ndarray:
-        """A document's tokens; the last few are kept, since a document that straddles two
-        blocks is read by both (and the next block of its domain follows soon)."""
-        cache = self.__dict__.setdefault("_recent_documents", {})
-        tokens = cache.get(sample_id)
-        if tokens is None:
-            tokens = self[sample_id]["tokens"]
-            if len(cache) >= RECENT_DOCUMENTS:
-                cache.pop(next(iter(cache)))
-            cache[sample_id] = tokens
-        return tokens
+    def _document_tokens(self, sample_ids: np.ndarray) -> list[np.ndarray]:
+        """Documents' tokens, from their shards mapped once per reader (``DocumentTokens``)."""
+        documents = self.__dict__.get("_documents")
+        if documents is None:
+            mapped = max(MIN_MAPPED_SHARDS, 2 * self.mixing.window_shards * len(self.domain_names))
+            documents = self._documents = DocumentTokens(max_mapped=mapped)
+        return documents.tokens(self, sample_ids)
 
     def _shards_of(self, ids: np.ndarray) -> list[int]:
         shards = np.searchsorted(self.sample_offset_per_shard, ids, side="right") - 1
@@ -600,7 +597,7 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
         state = self.__dict__.copy()
         state.pop("_prefetcher", None)
         state.pop("_schedule_cache", None)
-        state.pop("_recent_documents", None)
+        state.pop("_documents", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -680,11 +677,19 @@ def _normalized(vector: np.ndarray, what: str, names: Sequence[str]) -> tuple[fl
 
 
 class _ShardPrefetcher:
-    """Downloads shards ahead of the read position on one background thread."""
+    """Downloads shards ahead of the read position on one background thread.
+
+    A shard is handed to the thread once while it stays LOCAL: waking the thread for shards
+    already in place costs the reader the GIL (numpy releases it while copying a block, and
+    the woken thread takes it), which halved packed throughput. A shard evicted since it
+    was prepared (its state is no longer LOCAL) is handed over again.
+    """
 
     def __init__(self, dataset: StreamMixDataset) -> None:
         self._dataset = dataset
         self._queue: queue.Queue[int | None] = queue.Queue()
+        self._queued: set[int] = set()      # handed to the thread, not prepared yet
+        self._prepared: set[int] = set()    # prepared by the thread (may be evicted since)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="streammix-prefetch")
         self._thread.start()
@@ -693,6 +698,11 @@ class _ShardPrefetcher:
         if self.error is not None:
             raise RuntimeError("shard prefetch failed") from self.error
         for shard in shard_ids:
+            if shard in self._queued or (shard in self._prepared
+                                         and self._dataset._shard_states[shard] == LOCAL_STATE):
+                continue
+            self._prepared.discard(shard)
+            self._queued.add(shard)
             self._queue.put(shard)
 
     def _run(self) -> None:
@@ -705,6 +715,8 @@ class _ShardPrefetcher:
             except BaseException as exc:  # surfaced to the reader on its next submit
                 self.error = exc
                 return
+            self._prepared.add(shard)  # before leaving _queued: submit never sees neither
+            self._queued.discard(shard)
 
     def stop(self) -> None:
         self._queue.put(None)

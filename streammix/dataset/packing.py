@@ -163,9 +163,21 @@ class PackedCursor:
 
 def assemble_block(pieces: BlockPieces, documents: Sequence[np.ndarray], *,
                    separator_id: int | None, dtype: np.dtype = np.int64) -> np.ndarray:
-    """Concatenate the pieces' tokens (separator token past each document's end)."""
-    parts = []
+    """Concatenate the pieces' tokens (separator token past each document's end).
+
+    A piece is ``length`` tokens from ``offset`` of its document's span, the document's
+    tokens followed (when ``separator_id`` is set) by one separator; the pieces are copied
+    into one preallocated block, with no per-token work in Python.
+    """
+    block = np.empty(int(pieces.length.sum()), dtype=dtype)
+    at = 0
     for tokens, offset, length in zip(documents, pieces.offset.tolist(), pieces.length.tolist()):
-        span = tokens if separator_id is None else np.append(tokens, separator_id)
-        parts.append(np.asarray(span[offset:offset + length], dtype=dtype))
-    return np.concatenate(parts)
+        present = max(0, min(length, len(tokens) - offset))
+        block[at:at + present] = tokens[offset:offset + present]
+        if present < length:  # the span's last token: the separator
+            if separator_id is None or length - present > 1:
+                raise ValueError(f"a piece of {length} tokens from offset {offset} runs past a "
+                                 f"document of {len(tokens)} tokens")
+            block[at + present] = separator_id
+        at += length
+    return block

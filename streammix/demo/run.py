@@ -15,14 +15,15 @@ Steps (each prints what it did and how long it took):
    diversity, and a held-out split per domain.
 4. **SampleMix plan.** Repeat counts from quality and diversity for the training token
    budget, printed per domain and plotted.
-5. **Training.** A small GPT-2 on the CPU with Composer: ``StreamMixDataset`` serving the
-   SampleMix counts inside each domain while ``OnlineMixing`` (Aioli by default) sets the
-   domain weights online. Torch uses ``threads`` threads (default: the free cores, see
+5. **Training.** A small GPT-2 on the CPU with Composer: ``StreamMixDataset`` packing each
+   domain's documents (SampleMix counts inside the domain) into blocks of ``seq_len`` tokens,
+   every block from one domain, while ``OnlineMixing`` (Aioli by default) sets the domain
+   weights online; the weights and the shares printed are token shares. Torch uses ``threads`` threads (default: the free cores, see
    ``streammix.demo.sizing``); without ``steps`` the run is sized to ``train_budget_s``
    from a measured step time. Progress (step, loss, tokens/s, ETA) is printed every few
    seconds, each decision's weights with the losses behind it, and at the end the held-out
    loss per domain, how much it fell since the first decision, and each domain's share of
-   the samples trained.
+   the tokens trained (of the samples, with ``packed=False``).
 6. **Plots.** ``plan.png`` and ``mixing.png`` in the output folder.
 """
 
@@ -58,6 +59,7 @@ class DemoConfig:
     junk: bool = True
     vocab_size: int = 2048
     seq_len: int = 64
+    packed: bool = True  # domain-pure blocks of seq_len tokens: weights are token shares
     batch_size: int = 16
     n_layer: int = 2
     n_embd: int = 64
@@ -171,6 +173,7 @@ def _train(
             sample_counts=plan_file,
             seed=config.seed,
             seq_len=config.seq_len,
+            packed=config.packed,
             batch_size=config.batch_size,
             n_layer=config.n_layer,
             n_embd=config.n_embd,
@@ -237,10 +240,11 @@ def _report(result: dict[str, Any], steps: int) -> None:
         for d, count in enumerate(record.get("train_count") or []):
             counts[d] += count
     total = sum(counts) or 1.0
+    unit = "tokens" if result.get("packed") else "samples"  # packed: blocks of equal length
     columns = [(f"change since step {r['step']}", r) for r in (first, middle) if r is not None]
     print("   held-out loss per token (the same held-out chunks as the decisions; lower is better)")
     print(f"   {'domain':<9} {'loss':>6} {'perplexity':>10}"
-          + "".join(f" {title:>24}" for title, _ in columns) + "  share of samples trained")
+          + "".join(f" {title:>24}" for title, _ in columns) + f"  share of {unit} trained")
     changes = {}
     for d, name in enumerate(names):
         loss = result["held_out_loss"][name]
@@ -251,13 +255,15 @@ def _report(result: dict[str, Any], steps: int) -> None:
                   and not str(r["phase"]).startswith("probe")), None)
     if final is not None:
         weights = " | ".join(f"{n} {w:.3f}" for n, w in zip(names, final["weights"]))
-        print(f"   final mixture (trained on from step {final['step']} to {steps}): {weights}")
+        kind = "token shares, " if result.get("packed") else ""
+        print(f"   final mixture ({kind}trained on from step {final['step']} to {steps}): "
+              f"{weights}")
     if JUNK_DOMAIN in names and columns:
         real = [changes[n][-1] for n in names if n != JUNK_DOMAIN]
         share, uniform = counts[names.index(JUNK_DOMAIN)] / total, 1 / len(names)
         print(f"   reading: since step {columns[-1][1]['step']} the junk domain's held-out loss "
               f"changed {changes[JUNK_DOMAIN][-1]:+.3f}, the real domains' "
-              f"{sum(real) / len(real):+.3f} on average; junk got {share:.0%} of the samples "
+              f"{sum(real) / len(real):+.3f} on average; junk got {share:.0%} of the {unit} "
               f"(a uniform mix: {uniform:.0%}). " + (
                   "Shuffled characters have little left to teach once their frequencies are "
                   "learned" + ("; the probes measured that" if result["policy"] == "aioli" else "")
@@ -334,6 +340,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     started = _step(
         f"6/6 training a small GPT-2 for {steps} steps on {threads} thread(s) with "
         f"{config.policy!r} online mixing on top of the SampleMix counts"
+        + (f", packed: blocks of {config.seq_len} tokens, each from one domain (weights are "
+           "token shares)" if config.packed else "")
     )
     if config.policy == "aioli":
         print(f"   Aioli: every {ROUND_STEPS}-step round starts with {DEMO_AIOLI['lp_steps']} "

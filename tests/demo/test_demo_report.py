@@ -50,3 +50,13 @@ def test_report_prints_the_mixture_training_used_last(capsys) -> None:
     share = samples["junk"] / sum(samples.values())
     assert f"junk got {share:.0%} of the samples" in out
     assert "the weights moved away from junk" in out
+
+
+def test_a_packed_run_reports_token_shares(capsys) -> None:
+    result = {"policy": "aioli", "held_out_loss": {"code": 4.0, "junk": 5.35},
+              "history": _history(), "packed": True}
+    _report(result, steps=40)
+    out = capsys.readouterr().out
+    assert "share of tokens trained" in out and "of the samples" not in out
+    assert "final mixture (token shares, trained on from step 24 to 40)" in out
+    assert "junk got" in out and "of the tokens" in out
