@@ -292,6 +292,27 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
     return result
 
 
+def static_shares(recipe: str, seed: int, build: Path, work: Path) -> list[float] | None:
+    """The token share of each domain a static recipe trains on (documents' tokens; the
+    separators packing adds are not counted); None for online recipes."""
+    from streammix.format.manifest import read_manifest
+    from streammix.format.plan import read_plan
+
+    names = read_manifest(build).domain_names
+    if recipe == "stratified":
+        return [1.0 / len(names)] * len(names)
+    if recipe == "clean-only":
+        return [float(n in CLEAN) / len(CLEAN) for n in names]
+    if recipe != "natural" and not recipe.startswith("samplemix-a"):
+        return None
+    tokens = [np.load(build / n / "streammix.tokens.npy").astype(np.int64) for n in names]
+    if recipe.startswith("samplemix-a"):
+        _, counts = read_plan(work / f"plan-{recipe}-seed{seed}.npz")
+        tokens = [t * counts[n] for t, n in zip(tokens, names)]
+    totals = np.array([t.sum() for t in tokens], dtype=float)
+    return [float(x) for x in totals / totals.sum()]
+
+
 def t_interval(differences: list[float]) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval of the mean of paired differences."""
     from scipy.stats import t
@@ -319,9 +340,9 @@ def summarize(results: list[dict], seeds: list[int]) -> str:
                 lines.append(f"| {recipe} | {seed} | {r['target_loss']:.4f} | "
                              + " | ".join(f"{r['held_out_loss'][n]:.3f}" for n in names)
                              + f" | {r['train_seconds']:.0f} |")
-    lines += ["", "Training weights (static, or the step-weighted mean of an online run's "
-              "decisions; SampleMix: its counts' token shares are not logged, see text), "
-              "seed 0:", "", "| recipe | " + " | ".join(names) + " |",
+    lines += ["", "Training token shares, seed 0 (static recipes: their weights; SampleMix: its "
+              "repeat counts' tokens; online recipes: the step-weighted mean of their "
+              "decisions' weights, probes included):", "", "| recipe | " + " | ".join(names) + " |",
               "|" + "---|" * (len(names) + 1)]
     for recipe in recipes:
         r = by.get((recipe, seeds[0]))
@@ -431,6 +452,10 @@ def main() -> None:
             for result in pool.map(launch, todo):
                 results.append(result)
                 results_file.write_text(json.dumps(results, indent=1))
+    for result in results:
+        if result.get("mean_weights") is None:
+            result["mean_weights"] = static_shares(result["recipe"], result["seed"], build,
+                                                   args.out)
     table = summarize(results, list(preset.seeds))
     header = (f"preset {args.preset}: {json.dumps(asdict(preset))}\n\n")
     (args.out / "results.md").write_text(header + table + "\n")
