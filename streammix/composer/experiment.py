@@ -8,11 +8,15 @@ domain's ``-val`` split (token-weighted mean cross-entropy, perplexity = exp of 
   for stratified sampling), optionally with SampleMix repeat counts (``sample_counts``);
 * any online policy name (``aioli``, ``odm``, ``doremi``, ...) driven by ``OnlineMixing``.
 
-With ``packed``, training reads domain-pure blocks of exactly ``seq_len`` tokens (documents
-joined with ``pad_id``, the tokenizer's end-of-text, as separator; ``MixingConfig``'s
-``packing="domain"``), so the weights and the per-domain counts are token shares; without
-it, each document is cut at ``seq_len`` and padded. Held-out losses are per document either
-way.
+With ``packed``, training reads domain-pure blocks of exactly ``seq_len`` tokens cut from
+each domain's stream of documents (``MixingConfig(sequence_length=seq_len,
+separator_id=...)``, ``packing="domain"``; the separator is ``separator_id``, or ``pad_id``,
+the tokenizer's end-of-text, when not given), so the weights and the per-domain counts are
+token shares, every position is a target and ``steps * batch_size * seq_len`` is the run's
+exact token budget; without it, each document is cut at ``seq_len`` and padded. Held-out
+documents are evaluated one per row (truncated to ``seq_len``) either way.
+``device="gpu"`` trains on the GPU (Composer's device name), optionally with a
+``precision`` such as ``"amp_bf16"``; held-out batches follow the model to its device.
 
 Everything is seeded: the model initialisation, the order and the policy.
 """
@@ -61,6 +65,9 @@ class ExperimentConfig:
     pad_id: int = 0
     val_samples: int = 64
     num_workers: int = 0
+    separator_id: int | None = None             # token after every packed document (None: pad_id)
+    device: str = "cpu"                         # Composer device: "cpu" or "gpu"
+    precision: str | None = None                # Composer precision, e.g. "amp_bf16"
     verbose: bool = False                       # print decisions and progress
     progress_every_s: float = 5.0               # seconds between progress lines (verbose)
 
@@ -166,12 +173,13 @@ def held_out_loss(model: torch.nn.Module, dataset: StreamMixDataset, collate: LM
     from streammix.composer.model import causal_lm_loss_sums
 
     result = {}
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         for name, samples in dataset.held_out_samples(per_domain).items():
             total, tokens = 0.0, 0
             for i in range(0, len(samples), batch_size):
-                batch = collate(samples[i:i + batch_size])
+                batch = {k: v.to(device) for k, v in collate(samples[i:i + batch_size]).items()}
                 logits = model(batch).logits
                 loss_sum, count = causal_lm_loss_sums(logits, batch["labels"])
                 total += float(loss_sum.sum())
@@ -190,7 +198,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
                           seed=config.seed, weight_updates="exact" if online else "static",
                           publish_timeout_s=300,
                           sequence_length=config.seq_len if config.packed else None,
-                          separator_id=config.pad_id if config.packed else None)
+                          separator_id=(config.pad_id if config.separator_id is None
+                                        else config.separator_id) if config.packed else None)
     gc.collect()
     dataset = StreamMixDataset(local=str(config.build), batch_size=config.batch_size,
                                mixing=mixing)
@@ -213,8 +222,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         callbacks.append(PrintProgress(max_steps=config.steps, every_s=config.progress_every_s))
     trainer = Trainer(model=model, optimizers=DecoupledAdamW(model.parameters(), lr=config.lr),
                       train_dataloader=loader, max_duration=f"{config.steps}ba",
-                      callbacks=callbacks, device="cpu", seed=config.seed, progress_bar=False,
-                      log_to_console=False)
+                      callbacks=callbacks, device=config.device, precision=config.precision,
+                      seed=config.seed, progress_bar=False, log_to_console=False)
     started = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - started
