@@ -8,11 +8,15 @@ same model, token budget and seeds are trained under each recipe:
 * ``natural``: static weights proportional to domain sizes;
 * ``aioli``: Aioli online mixing (probe rounds sized to the short run, see AIOLI below);
 * ``odm``: ODM (Exp3 on per-domain training loss);
+* ``opmix``: OP-Mix (LoRA probes of the model at 20% of the run, interpolated into proxies,
+  a log-linear law per domain and the KL-regularized proposer; see OPMIX_PROBE below),
+  then the proposed weights for the rest of the run;
 * ``samplemix-a0``, ``samplemix-a0.8``, ``samplemix-a1``: SampleMix repeat counts for the
   run's token budget (alpha 0 = quality only, 1 = diversity only), natural domain weights.
 
-Reported: held-out perplexity per domain and their mean, for every seed, and Aioli's
-wall-clock overhead over static mixing (same steps). Results go to a JSON file and a
+Reported: held-out perplexity per domain and their mean, for every seed, and Aioli's and
+OP-Mix's wall-clock overhead over static mixing (same steps), with OP-Mix's probe cost
+(LoRA steps as a share of the run's steps, held-out batches evaluated) and its weights. Results go to a JSON file and a
 markdown table; the plot to a PNG.
 
     python3 benchmarks/bench_mixing.py --out bench-mixing          # full (about 30+ min)
@@ -23,16 +27,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RECIPES = ("stratified", "natural", "aioli", "odm", "samplemix-a0", "samplemix-a0.8",
+RECIPES = ("stratified", "natural", "aioli", "odm", "opmix", "samplemix-a0", "samplemix-a0.8",
            "samplemix-a1")
 AIOLI = {"lp_rounds": 1, "lp_steps": 4, "update_steps": 60}
+# OP-Mix's probes: the reference's r=16, alpha=32; 20 steps per domain at the main run's
+# batch size and learning rate; 32 held-out samples per domain, as Aioli's evaluations.
+OPMIX_PROBE = {"r": 16, "alpha": 32.0, "steps": 20, "lr": 3e-3, "batch_size": 16,
+               "train_samples": 256, "val_samples": 32, "val_batch_size": 16}
 
 
 def prepare_corpus(work: Path, *, chunks_per_domain: int, vocab_size: int) -> tuple[Path, Path]:
@@ -60,6 +67,7 @@ def prepare_corpus(work: Path, *, chunks_per_domain: int, vocab_size: int) -> tu
 def run_recipe(recipe: str, *, seed: int, build: Path, work: Path, steps: int,
                vocab_size: int, pad_id: int, seq_len: int, n_embd: int) -> dict:
     from streammix.composer.experiment import ExperimentConfig, run_experiment
+    from streammix.composer.lora_probes import ProbeConfig
     from streammix.format.manifest import read_manifest
     from streammix.metadata.samplemix import SampleMixConfig
     from streammix.pipeline.samplemix_plan import plan_build, save_build_plan
@@ -72,6 +80,9 @@ def run_recipe(recipe: str, *, seed: int, build: Path, work: Path, steps: int,
     elif recipe in ("aioli", "odm"):
         options["policy"] = recipe
         options["policy_options"] = AIOLI if recipe == "aioli" else {"interval": 10}
+    elif recipe == "opmix":
+        options.update(policy="opmix", policy_options={"seed": seed},
+                       probe=ProbeConfig(**OPMIX_PROBE, seed=seed))
     elif recipe.startswith("samplemix-a"):
         alpha = float(recipe.removeprefix("samplemix-a"))
         config = SampleMixConfig(alpha=alpha, token_budget=steps * batch * seq_len,
@@ -92,19 +103,38 @@ def markdown(results: list[dict], names: list[str]) -> str:
         lines.append(f"| {r['recipe']} | {r['seed']} | "
                      + " | ".join(f"{r['perplexity'][n]:.2f}" for n in names)
                      + f" | {r['mean_perplexity']:.2f} | {r['train_seconds']:.0f} |")
-    lines += ["", "| recipe | median mean ppl over seeds | seeds where mean ppl < stratified |",
-              "|---|---|---|"]
-    strat = {r["seed"]: r["mean_perplexity"] for r in results if r["recipe"] == "stratified"}
+    lines += ["", "| recipe | median mean ppl over seeds | min - max | seeds where mean ppl "
+              "< stratified | < natural |", "|---|---|---|---|---|"]
+    peers = {peer: {r["seed"]: r["mean_perplexity"] for r in results if r["recipe"] == peer}
+             for peer in ("stratified", "natural")}
     for recipe in dict.fromkeys(r["recipe"] for r in results):
         rows = [r for r in results if r["recipe"] == recipe]
-        wins = sum(r["mean_perplexity"] < strat.get(r["seed"], math.inf) for r in rows)
-        med = statistics.median(r["mean_perplexity"] for r in rows)
-        lines.append(f"| {recipe} | {med:.2f} | {wins}/{len(rows)} |")
+        values = [r["mean_perplexity"] for r in rows]
+        wins = []
+        for peer in ("stratified", "natural"):
+            paired = [r for r in rows if r["seed"] in peers[peer]]
+            better = sum(r["mean_perplexity"] < peers[peer][r["seed"]] for r in paired)
+            wins.append(f"{better}/{len(paired)}")
+        lines.append(f"| {recipe} | {statistics.median(values):.2f} | {min(values):.2f} - "
+                     f"{max(values):.2f} | {wins[0]} | {wins[1]} |")
     static = [r["train_seconds"] for r in results if r["recipe"] in ("stratified", "natural")]
-    aioli = [r["train_seconds"] for r in results if r["recipe"] == "aioli"]
-    if static and aioli:
-        lines.append(f"\nAioli wall-clock overhead over static mixing (median train seconds): "
-                     f"{statistics.median(aioli) / statistics.median(static):.2f}x")
+    for recipe, label in (("aioli", "Aioli"), ("opmix", "OP-Mix")):
+        seconds = [r["train_seconds"] for r in results if r["recipe"] == recipe]
+        if static and seconds:
+            lines.append(f"\n{label} wall-clock overhead over static mixing (median train "
+                         f"seconds {statistics.median(seconds):.0f} vs "
+                         f"{statistics.median(static):.0f}): "
+                         f"{statistics.median(seconds) / statistics.median(static):.2f}x")
+    for r in results:
+        if r["recipe"] == "opmix" and r.get("decision"):
+            info = r["decision"]["info"]
+            lines.append(f"\nOP-Mix seed {r['seed']}: weights from step {r['decision']['step']} "
+                         + ", ".join(f"{n} {w:.3f}" for n, w in zip(names,
+                                                                     r["decision"]["weights"]))
+                         + f"; probe LoRA steps {info['probe_train_steps']:.0f} "
+                         f"({info['probe_train_share']:.0%} of the run's steps), held-out "
+                         f"batches {info['probe_eval_batches']:.0f}, law-fit Huber "
+                         + ", ".join(f"{info[f'huber_{i}']:.2g}" for i in range(len(names))))
     return "\n".join(lines)
 
 
@@ -155,7 +185,9 @@ def main() -> None:
                             pad_id=int(tokenizer.pad_token_id), seq_len=args.seq_len,
                             n_embd=args.n_embd)
         result["recipe"] = args.one
-        result.pop("history", None)
+        history = result.pop("history", None) or []
+        if args.one == "opmix":  # the decision after probing, with its cost
+            result["decision"] = next((h for h in history if h["phase"] == "opmix"), None)
         Path(args.result).write_text(json.dumps(result))
         return
     for seed in args.seeds:

@@ -15,18 +15,15 @@ The loop, identical on every rank:
   order, to the decision's running totals (so a resumed run adds the very same numbers).
   When the decision's steps are done: per-domain validation loss if the decision asked for
   it (the validation batches are split over the ranks and the per-domain sums
-  all-reduced), ``policy.update`` on rank 0 only, whose decision and policy state are
-  broadcast, then ``dataset.publish(start, weights, final_until=...)`` where ``start`` is
-  the next batch (exact mode) or the next batch plus the lag (lagged mode). Every rank
-  therefore applies rank 0's weights by construction, even where forward passes differ
-  in the last bits between ranks. Every decision is logged to Composer's loggers and
-  appended to ``history`` (and, on rank 0, as one line to ``history_path``).
+  all-reduced), then the policy step, publishing and the record that every streammix
+  mixing callback shares (``streammix.composer.decisions.PolicyDecisions``): ``update`` on
+  rank 0, its decision and state broadcast, so every rank applies rank 0's weights.
 
 Decisions are indexed by Composer's absolute batch count, which is the data's global batch
 index: a check at every batch refuses a run where the two drift apart.
 
-``state_dict`` holds the policy state, the running totals, the current decision and the
-history, so a run interrupted anywhere resumes to the same weights and the same order.
+``state_dict`` holds the policy state, the current decision and the history (the shared
+part) and the running totals, so a run interrupted anywhere resumes to the same weights and the same order.
 """
 
 from __future__ import annotations
@@ -38,11 +35,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from composer.core import Callback, Event, State
+from composer.core import Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from streammix.composer.history import HistoryWriter
+from streammix.composer.decisions import PolicyDecisions
 from streammix.composer.token_loss import logits_of, per_domain_token_losses
 from streammix.dataset.dataset import StreamMixDataset
 from streammix.mixing.protocol import Decision, MixingPolicy, Observation
@@ -53,7 +50,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-class OnlineMixing(Callback):
+class OnlineMixing(PolicyDecisions):
     """Online domain mixing for a ``StreamMixDataset`` (see the module docstring).
 
     Args:
@@ -75,30 +72,23 @@ class OnlineMixing(Callback):
                  val_samples: int = 32, val_batch_size: int = 8,
                  history_path: str | Path | None = None) -> None:
         if isinstance(policy, str):
-            self.policy = make_policy(policy, **dict(policy_options or {}))
+            policy = make_policy(policy, **dict(policy_options or {}))
         else:
             if policy_options:
                 raise ValueError("policy_options only apply when policy is given by name")
             if not isinstance(policy, MixingPolicy):
                 raise TypeError(f"policy must be a name or a MixingPolicy, got {policy!r}")
-            self.policy = policy
+        super().__init__(policy, history_path)
         if val_samples < 1 or val_batch_size < 1:
             raise ValueError("val_samples and val_batch_size must be >= 1")
         self.val_data = val_data
         self.val_samples = val_samples
         self.val_batch_size = val_batch_size
-        self.history_path = Path(history_path) if history_path is not None else None
-        self.history: list[dict[str, Any]] = []
-        self._policy_state: dict | None = None
-        self._decision: Decision | None = None
-        self._decision_end = 0
         self._loss_sum: np.ndarray | None = None
         self._tokens: np.ndarray | None = None  # target tokens per domain
         self._count: np.ndarray | None = None   # rows (sequences) per domain
         self._step: list[torch.Tensor] | None = None
-        self._dataset: StreamMixDataset | None = None
         self._val_batches: list[tuple[int, Any]] | None = None
-        self._history_writer: HistoryWriter | None = None
         self.validation_batches_run = 0  # on this rank, for reports and tests
 
     # ------------------------------------------------------------------ events
@@ -118,25 +108,13 @@ class OnlineMixing(Callback):
     # ------------------------------------------------------------------ setup
 
     def _setup(self, state: State) -> None:
-        dataloader = state.train_dataloader
-        dataset = getattr(dataloader, "dataset", None)
-        if not isinstance(dataset, StreamMixDataset):
-            raise TypeError(
-                "OnlineMixing needs a train dataloader over a StreamMixDataset, got "
-                f"{type(dataset).__name__ if dataset is not None else type(dataloader).__name__}"
-            )
-        if dataset.mixing.weight_updates == "static":
-            raise ValueError(
-                "OnlineMixing publishes weights during training: create the StreamMixDataset "
-                "with MixingConfig(weight_updates='exact') (or 'lagged')"
-            )
+        dataset = self._attach_dataset(state)
         if self.policy.needs_validation and dataset.mixing.weight_updates == "lagged":
             raise ValueError(
                 f"policy {self.policy.name!r} measures the effect of the weights it just chose; "
                 "that needs weight_updates='exact' (lagged weights would be measured late)"
             )
         _check_policy_options(self.policy, dataset)
-        self._dataset = dataset
         num_domains = len(dataset.domain_names)
         if self._policy_state is None:
             self._policy_state = self.policy.init(num_domains,
@@ -242,39 +220,20 @@ class OnlineMixing(Callback):
             )
             self._decide(state, logger, observation)
 
-    def _policy_step(self, observation: Observation | None) -> Decision:
-        """``policy.start``/``update`` on rank 0; every rank takes its decision and state."""
-        payload: list[Any] = [None]
-        if dist.get_global_rank() == 0:
-            if observation is None:
-                payload[0] = self.policy.start(self._policy_state)
-            else:
-                payload[0] = self.policy.update(self._policy_state, observation)
-        if dist.get_world_size() > 1:
-            dist.broadcast_object_list(payload, src=0)
-        decision, self._policy_state = payload[0]
-        return decision
-
     def _decide(self, state: State, logger: Logger, observation: Observation | None) -> None:
         done = int(state.timestamp.batch)
         decision = self._policy_step(observation)
         while decision.num_steps == 0:  # "measure now": evaluate before training on anything
             observation = Observation(step=done, val_loss=self._validation_loss(state))
             decision = self._policy_step(observation)
-        self._decision = decision
-        self._decision_end = done + decision.num_steps
         self._loss_sum[:] = 0.0
         self._tokens[:] = 0.0
         self._count[:] = 0.0
-        dataset = self._dataset
-        start = dataset.weight_start_for(done)
-        final_until = start + decision.num_steps
-        dataset.publish(start, decision.weights.tolist(), final_until=final_until)
-        self._record(done, decision, observation, logger)
-        self._log_weights(done, start, decision, logger)
+        start = self._publish(done, decision)
+        self._record(done, start, decision, observation, logger)
 
-    def _record(self, step: int, decision: Decision, observation: Observation | None,
-                logger: Logger) -> None:
+    def _record(self, step: int, start: int, decision: Decision,
+                observation: Observation | None, logger: Logger) -> None:
         """One history entry per decision: the weights chosen at ``step`` (holding for
         ``num_steps``) and the losses measured up to ``step`` that led to them."""
         names = self._dataset.domain_names
@@ -288,7 +247,6 @@ class OnlineMixing(Callback):
             "val_loss": _plain(observation.val_loss) if observation else None,
             "info": dict(decision.info),
         }
-        self.history.append(record)
         metrics = {}
         for key in ("train_loss", "val_loss"):
             values = record[key]
@@ -298,53 +256,16 @@ class OnlineMixing(Callback):
                         metrics[f"mixing/{key}/{name}"] = value
         if metrics:
             logger.log_metrics(metrics)
-
-    def _log_weights(self, step: int, start: int, decision: Decision, logger: Logger) -> None:
-        names = self._dataset.domain_names
-        metrics = {f"mixing/weight/{n}": float(w) for n, w in zip(names, decision.weights)}
-        metrics["mixing/applies_from_batch"] = start
-        metrics.update({f"mixing/info/{k}": v for k, v in decision.info.items()})
-        logger.log_metrics(metrics)
-        if self._history_writer is not None:
-            self._history_writer.append(self.history[-1])
-
-    def _start_history(self) -> None:
-        """Rank 0: the history file restarts from the checkpointed decisions, then appends."""
-        if self.history_path is None or dist.get_global_rank() != 0:
-            return
-        self._history_writer = HistoryWriter(self.history_path, self._dataset.domain_names)
-        self._history_writer.rewrite(self.history)
+        self._log_decision(record, start, decision, logger)
 
     # ------------------------------------------------------------------ checkpointing
 
     def state_dict(self) -> dict[str, Any]:
-        decision = self._decision
-        return {
-            "policy_name": self.policy.name,
-            "policy": None if self._policy_state is None
-            else self.policy.state_dict(self._policy_state),
-            "decision": None if decision is None else {
-                "weights": decision.weights.tolist(), "num_steps": decision.num_steps,
-                "evaluate": decision.evaluate, "phase": decision.phase, "info": decision.info,
-            },
-            "decision_end": self._decision_end,
-            "loss_sum": _plain(self._loss_sum),
-            "tokens": _plain(self._tokens),
-            "count": _plain(self._count),
-            "history": self.history,
-        }
+        return {**super().state_dict(), "loss_sum": _plain(self._loss_sum),
+                "tokens": _plain(self._tokens), "count": _plain(self._count)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["policy_name"] != self.policy.name:
-            raise ValueError(f"checkpoint was written by policy {state['policy_name']!r}, "
-                             f"this callback runs {self.policy.name!r}")
-        if state["policy"] is not None:
-            self._policy_state = self.policy.load_state_dict(state["policy"])
-        if state["decision"] is not None:
-            d = state["decision"]
-            self._decision = Decision(weights=np.asarray(d["weights"]), num_steps=d["num_steps"],
-                                      evaluate=d["evaluate"], phase=d["phase"], info=d["info"])
-        self._decision_end = int(state["decision_end"])
+        super().load_state_dict(state)
         if state["loss_sum"] is not None:
             self._loss_sum = np.asarray(state["loss_sum"], dtype=np.float64)
             self._count = np.asarray(state["count"], dtype=np.float64)
@@ -352,7 +273,6 @@ class OnlineMixing(Callback):
                 raise ValueError("this OnlineMixing checkpoint predates per-token losses "
                                  "(no 'tokens'); resume it with the streammix that wrote it")
             self._tokens = np.asarray(state["tokens"], dtype=np.float64)
-        self.history = list(state["history"])
 
 
 def _check_policy_options(policy: MixingPolicy, dataset: StreamMixDataset) -> None:

@@ -6,7 +6,9 @@ domain's ``-val`` split (token-weighted mean cross-entropy, perplexity = exp of 
 
 * ``static``: fixed domain weights (``weights=None`` = natural proportions, or e.g. uniform
   for stratified sampling), optionally with SampleMix repeat counts (``sample_counts``);
-* any online policy name (``aioli``, ``odm``, ``doremi``, ...) driven by ``OnlineMixing``.
+* any online policy name (``aioli``, ``odm``, ``doremi``, ...) driven by ``OnlineMixing``;
+* ``opmix``: OP-Mix, driven by ``OpMixProbing`` (LoRA probes of the model being trained,
+  configured by ``probe``; its cost is in the history's ``info``).
 
 With ``packed``, training reads domain-pure blocks of exactly ``seq_len`` tokens cut from
 each domain's stream of documents (``MixingConfig(sequence_length=seq_len,
@@ -39,7 +41,9 @@ from composer.optim import DecoupledAdamW
 from torch.utils.data import DataLoader
 
 from streammix.composer.callback import OnlineMixing
+from streammix.composer.lora_probes import ProbeConfig
 from streammix.composer.model import LMCollator, tiny_gpt2
+from streammix.composer.opmix import OpMixProbing
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.dataset import StreamMixDataset
 
@@ -51,6 +55,7 @@ class ExperimentConfig:
     steps: int
     policy: str = "static"                       # "static" or an online policy name
     policy_options: Mapping[str, Any] = field(default_factory=dict)
+    probe: ProbeConfig | None = None             # OP-Mix's LoRA probes (policy "opmix")
     weights: Mapping[str, float] | None = None   # static weights; None = natural
     sample_counts: Path | None = None            # SampleMix plan file
     seed: int = 0
@@ -87,7 +92,7 @@ class PrintDecisions(Callback):
     ``max_steps`` never trains (the run ends there) and is not printed.
     """
 
-    def __init__(self, mixing: OnlineMixing, *, max_steps: int) -> None:
+    def __init__(self, mixing: OnlineMixing | OpMixProbing, *, max_steps: int) -> None:
         self.mixing = mixing
         self.max_steps = max_steps
         self.printed = 0
@@ -101,8 +106,9 @@ class PrintDecisions(Callback):
             record = self.mixing.history[self.printed]
             self.printed += 1
             step = int(record["step"])
-            kind = "held-out" if record["val_loss"] else "training"
-            losses = _domain_values(names, record["val_loss"] or record["train_loss"], ".3f")
+            kind = "held-out" if record.get("val_loss") else "training"
+            losses = _domain_values(names, record.get("val_loss") or record.get("train_loss"),
+                                    ".3f")
             if step >= self.max_steps:
                 continue  # measured at the end; never trained on
             if str(record["phase"]).startswith("probe"):
@@ -210,11 +216,15 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
                       n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
                       seed=config.seed)
     callbacks: list[Callback] = []
-    mixing_callback = None
-    if online:
+    mixing_callback: OnlineMixing | OpMixProbing | None = None
+    if config.policy == "opmix":
+        mixing_callback = OpMixProbing(policy_options=dict(config.policy_options),
+                                       probe=config.probe, history_path=out / "history.jsonl")
+    elif online:
         mixing_callback = OnlineMixing(config.policy, policy_options=dict(config.policy_options),
                                        val_samples=min(32, config.val_samples), val_batch_size=16,
                                        history_path=out / "history.jsonl")
+    if mixing_callback is not None:
         callbacks.append(mixing_callback)
         if config.verbose:
             callbacks.append(PrintDecisions(mixing_callback, max_steps=config.steps))

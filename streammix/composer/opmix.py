@@ -26,14 +26,20 @@ the policy and :mod:`streammix.mixing.mixing_law` the equations) trains on the p
 **Ranks.** The work is sharded: rank ``j mod W`` trains adapter ``j`` (seeded per adapter,
 so the result does not depend on ``W``) and broadcasts it; the evaluations (the snapshot's
 own loss, then each proxy) go round-robin over the ranks and are summed, so every rank holds
-the owners' exact numbers, feeds the deterministic policy identical inputs and publishes
-identical weights.
+the owners' exact numbers. The policy itself (``start``, the "probe now" step, the fit and
+the proposer) runs on rank 0 only and its decision and state are broadcast, as in
+``OnlineMixing`` (both share ``streammix.composer.decisions.PolicyDecisions``): every rank
+applies rank 0's weights by construction.
 
 Cost, logged per decision in ``info`` and ``history``: ``probe_train_steps`` (``m * steps``
-LoRA steps on batches of ``batch_size``), ``probe_eval_batches`` (forward passes over the
-held-out batches, ``(1 + P) * m`` sets of them) and ``probe_train_share``, the LoRA steps as
-a share of the run's optimizer steps (a LoRA step costs about as much as a full step of the
-same batch size: the backward still runs through the whole network).
+LoRA steps on batches of ``batch_size``) and ``probe_train_samples``; ``probe_eval_batches``
+and ``probe_eval_samples`` (forward passes over the held-out sets, ``1 + P`` times: the
+snapshot and every proxy); and their shares of the run's compute, counted in training
+samples (``total_steps * global_batch_size``, equal sample lengths assumed):
+``probe_train_share`` counts a LoRA sample as a full training sample (an upper bound: the
+backward still runs through the whole network but skips the frozen weights' gradients),
+``probe_eval_share`` a held-out forward as a third of one (forward + backward is about three
+forwards), and ``probe_compute_share`` is their sum.
 
 In ``exact`` mode DataLoader workers wait for the decision's weights while the main process
 probes: set ``MixingConfig(publish_timeout_s=...)`` above the probe's duration (600 s by
@@ -54,11 +60,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from composer.core import Callback, Event, State, TimeUnit
+from composer.core import Event, State, TimeUnit
 from composer.loggers import Logger
 from composer.utils import dist
 
-from streammix.composer.history import HistoryWriter
+from streammix.composer.decisions import PolicyDecisions
 from streammix.composer.lora_probes import (
     PURPOSE_PROBE,
     ProbeConfig,
@@ -77,7 +83,7 @@ from streammix.mixing.protocol import Decision, Observation, restore_state
 from streammix.mixing.registry import make_policy
 
 
-class OpMixProbing(Callback):
+class OpMixProbing(PolicyDecisions):
     """OP-Mix for a ``StreamMixDataset`` (see the module docstring).
 
     Args:
@@ -105,19 +111,12 @@ class OpMixProbing(Callback):
             raise TypeError(f"OpMixProbing runs the OP-Mix policy, got {policy!r}")
         if not (isinstance(probe_fraction, (int, float)) and 0.0 < probe_fraction < 1.0):
             raise ValueError(f"probe_fraction must be in (0, 1), got {probe_fraction!r}")
-        self.policy = policy
+        super().__init__(policy, history_path)
         self.probe_fraction = float(probe_fraction)
         self.probe = probe if probe is not None else ProbeConfig()
         if not isinstance(self.probe, ProbeConfig):
             raise TypeError(f"probe must be a ProbeConfig, got {probe!r}")
         self.train_data, self.val_data = train_data, val_data
-        self.history_path = Path(history_path) if history_path is not None else None
-        self.history: list[dict[str, Any]] = []
-        self._policy_state: dict | None = None
-        self._decision: Decision | None = None
-        self._decision_end = 0
-        self._dataset: StreamMixDataset | None = None
-        self._history_writer: HistoryWriter | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -127,8 +126,7 @@ class OpMixProbing(Callback):
         elif event == Event.FIT_START:
             self._start_history()
             if self._decision is None:
-                decision, self._policy_state = self.policy.start(self._policy_state)
-                self._publish(state, logger, decision, None)
+                self._apply(state, logger, self._policy_step(None), None)
         elif event == Event.BATCH_END:
             done = int(state.timestamp.batch)
             if self._dataset.mixing.weight_updates == "lagged":
@@ -138,13 +136,7 @@ class OpMixProbing(Callback):
                 self._decide(state, logger, done)
 
     def _setup(self, state: State) -> None:
-        dataset = getattr(state.train_dataloader, "dataset", None)
-        if not isinstance(dataset, StreamMixDataset):
-            raise TypeError("OpMixProbing needs a train dataloader over a StreamMixDataset")
-        if dataset.mixing.weight_updates == "static":
-            raise ValueError("OpMixProbing publishes weights during training: create the "
-                             "StreamMixDataset with MixingConfig(weight_updates='exact')")
-        self._dataset = dataset
+        dataset = self._attach_dataset(state)
         total = _max_batches(state)
         fill = {}
         if self.policy.probe_at is None:
@@ -179,6 +171,7 @@ class OpMixProbing(Callback):
         self._train_samples = [list(samples) for samples in train_samples]
         self._val_batches = {name: domain_batches(samples, collate, self.probe.val_batch_size)
                              for name, samples in val_samples.items()}
+        self._val_sample_count = sum(len(samples) for samples in val_samples.values())
 
     def _read_train_samples(self, dataset: StreamMixDataset) -> list[list[dict[str, Any]]]:
         names, count = dataset.domain_names, self.probe.train_samples
@@ -206,17 +199,16 @@ class OpMixProbing(Callback):
     # ------------------------------------------------------------------ deciding
 
     def _decide(self, state: State, logger: Logger, done: int) -> None:
-        decision, self._policy_state = self.policy.update(self._policy_state,
-                                                          Observation(step=done))
+        decision = self._policy_step(Observation(step=done))
         observation = None
         if decision.phase == "probe":
             observation, cost = self.probe_now(state, self.policy.proxy_mixtures(
                 self._policy_state), done)
-            decision, self._policy_state = self.policy.update(self._policy_state, observation)
+            decision = self._policy_step(observation)
             total = self.policy.total_steps or done
-            cost["probe_train_share"] = cost["probe_train_steps"] / max(total, 1)
+            cost.update(probe_cost_shares(cost, max(total, 1) * self._dataset.global_batch_size))
             decision = replace(decision, info={**decision.info, **cost})
-        self._publish(state, logger, decision, observation)
+        self._apply(state, logger, decision, observation)
 
     def probe_now(self, state: State, mixtures: np.ndarray,
                   step: int) -> tuple[ProbeObservation, dict[str, float]]:
@@ -262,70 +254,38 @@ class OpMixProbing(Callback):
                                        proxy_losses=losses[1:], base_loss=losses[0])
         eval_batches = sum(len(b) for b in self._val_batches.values()) * losses.shape[0]
         cost = {"probe_train_steps": float(num_domains * self.probe.steps),
-                "probe_eval_batches": float(eval_batches)}
+                "probe_train_samples": float(num_domains * self.probe.steps
+                                             * self.probe.batch_size),
+                "probe_eval_batches": float(eval_batches),
+                "probe_eval_samples": float(self._val_sample_count * losses.shape[0])}
         return observation, cost
 
-    def _publish(self, state: State, logger: Logger, decision: Decision,
-                 observation: ProbeObservation | None) -> None:
+    def _apply(self, state: State, logger: Logger, decision: Decision,
+               observation: ProbeObservation | None) -> None:
+        """Publish ``decision`` from the next batch and record it with what the probes saw."""
         done = int(state.timestamp.batch)
-        self._decision = decision
-        self._decision_end = done + decision.num_steps
-        start = self._dataset.weight_start_for(done)
-        self._dataset.publish(start, decision.weights.tolist(),
-                              final_until=start + decision.num_steps)
-        names = self._dataset.domain_names
+        start = self._publish(done, decision)
         record = {"step": done, "phase": decision.phase, "num_steps": decision.num_steps,
                   "weights": decision.weights.tolist(), "info": dict(decision.info)}
         if observation is not None:
             record["proxy_mixtures"] = observation.proxy_mixtures.tolist()
             record["proxy_losses"] = observation.proxy_losses.tolist()
             record["base_loss"] = observation.base_loss.tolist()
-        self.history.append(record)
-        metrics = {f"mixing/weight/{n}": float(w) for n, w in zip(names, decision.weights)}
-        metrics["mixing/applies_from_batch"] = start
-        metrics.update({f"mixing/info/{k}": v for k, v in decision.info.items()})
-        logger.log_metrics(metrics)
-        if self._history_writer is not None:
-            self._history_writer.append(record)
+        self._log_decision(record, start, decision, logger)
 
-    def _start_history(self) -> None:
-        """Rank 0: the history file restarts from the checkpointed decisions, then appends
-        (the same JSON Lines file as OnlineMixing's; ``read_history`` reads both)."""
-        if self.history_path is None or dist.get_global_rank() != 0:
-            return
-        self._history_writer = HistoryWriter(self.history_path, self._dataset.domain_names)
-        self._history_writer.rewrite(self.history)
+    def _restore_policy_state(self, obj: dict) -> dict:
+        """Options are checked against the run in ``_setup``, once ``probe_at`` and
+        ``total_steps`` are filled in from ``max_duration`` (after the checkpoint loads)."""
+        return restore_state(self.policy.name, obj, self.policy.state_arrays)
 
-    # ------------------------------------------------------------------ checkpointing
 
-    def state_dict(self) -> dict[str, Any]:
-        decision = self._decision
-        return {
-            "policy_name": self.policy.name,
-            "policy": None if self._policy_state is None
-            else self.policy.state_dict(self._policy_state),
-            "decision": None if decision is None else {
-                "weights": decision.weights.tolist(), "num_steps": decision.num_steps,
-                "evaluate": decision.evaluate, "phase": decision.phase, "info": decision.info,
-            },
-            "decision_end": self._decision_end,
-            "history": self.history,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("policy_name") != self.policy.name:
-            raise ValueError(f"checkpoint was written by policy {state.get('policy_name')!r}, "
-                             f"this callback runs {self.policy.name!r}")
-        if state["policy"] is not None:  # options are checked against the run in _setup
-            self._policy_state = restore_state(self.policy.name, state["policy"],
-                                               ("prior", "weights", "proxies", "log_c",
-                                                "slopes", "huber"))
-        if state["decision"] is not None:
-            d = state["decision"]
-            self._decision = Decision(weights=np.asarray(d["weights"]), num_steps=d["num_steps"],
-                                      evaluate=d["evaluate"], phase=d["phase"], info=d["info"])
-        self._decision_end = int(state["decision_end"])
-        self.history = list(state["history"])
+def probe_cost_shares(cost: Mapping[str, float], run_samples: int) -> dict[str, float]:
+    """The probes' cost as shares of a run that trains on ``run_samples`` samples: a LoRA
+    training sample counts as one training sample, a held-out forward as a third of one."""
+    train = cost["probe_train_samples"] / run_samples
+    evaluation = cost["probe_eval_samples"] / (3 * run_samples)
+    return {"probe_train_share": train, "probe_eval_share": evaluation,
+            "probe_compute_share": train + evaluation}
 
 
 def _max_batches(state: State) -> int | None:

@@ -60,15 +60,15 @@ from streammix.core.rng import derive_key, permute_index_reference
 from streammix.mixing.protocol import (
     Decision,
     Observation,
+    ResolvedStateDict,
     check_num_domains,
     check_observation_step,
+    check_phase,
     check_positive_int,
     check_real,
-    check_same_params,
     initial_or_uniform,
     observed_vector,
-    policy_state_dict,
-    restore_state,
+    round_state,
 )
 
 # Key-space tag for the LearnParams permutations ("AIOL"); unrelated to rng.PURPOSE_* values.
@@ -81,7 +81,6 @@ REFERENCE_DEFAULTS = {
     3: (4, 6, 0.1, 0.5, 0.5, 250),
     7: (2, 10, 1.0, 0.1, 0.75, 200),
 }
-_ARRAY_KEYS = ("prev_loss", "gain", "probe_mix", "ema_a", "last_a", "weights", "base")
 
 
 def default_options(num_domains: int) -> tuple[int, int, float, float, float, int]:
@@ -133,10 +132,12 @@ def exponentiated_weights(base: np.ndarray, scores: np.ndarray, eta: float) -> n
 
 
 @dataclass(frozen=True, kw_only=True)
-class AioliPolicy:
+class AioliPolicy(ResolvedStateDict):
     """Aioli; options left ``None`` take the reference defaults for the number of domains."""
 
     name: ClassVar[str] = "aioli"
+    state_arrays: ClassVar[tuple[str, ...]] = ("prev_loss", "gain", "probe_mix", "ema_a",
+                                               "last_a", "weights", "base")
     lp_rounds: int | None = None
     lp_steps: int | None = None
     eta: float | None = None
@@ -212,26 +213,13 @@ class AioliPolicy:
         params = self.resolve(num_domains)
         initial = initial_or_uniform(initial_weights, num_domains)
         base = initial if self.anchor == "initial" else np.full(num_domains, 1.0 / num_domains)
-        return {
-            "num_domains": num_domains,
-            "params": params,
-            "next_step": 0,
-            "phase": "start",
-            "round": 0,
-            "probe": 0,
-            "order": None,
-            "prev_loss": None,
-            "gain": np.zeros((num_domains, num_domains)),
-            "probe_mix": np.zeros((num_domains, num_domains)),
-            "ema_a": None,
-            "last_a": None,
-            "weights": initial,
-            "base": base,
-        }
+        return round_state(num_domains, params, initial, probe=0, order=None, prev_loss=None,
+                           gain=np.zeros((num_domains, num_domains)),
+                           probe_mix=np.zeros((num_domains, num_domains)),
+                           ema_a=None, last_a=None, base=base)
 
     def start(self, state: dict) -> tuple[Decision, dict]:
-        if state["phase"] != "start":
-            raise ValueError(f"start() called on a state in phase {state['phase']!r}")
+        check_phase(state, "start", "start()")
         if self.prior_steps > 0:
             decision = Decision(
                 weights=state["weights"], num_steps=self.prior_steps, evaluate=True, phase="prior"
@@ -350,11 +338,3 @@ class AioliPolicy:
             "next_step": state["next_step"] + train_steps,
         }
         return decision, state
-
-    def state_dict(self, state: dict) -> dict:
-        return policy_state_dict(self.name, state)
-
-    def load_state_dict(self, obj: dict) -> dict:
-        state = restore_state(self.name, obj, _ARRAY_KEYS)
-        check_same_params(state["params"], self.resolve(state["num_domains"]), self.name)
-        return state

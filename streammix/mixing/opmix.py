@@ -49,18 +49,17 @@ from streammix.mixing.mixing_law import (
 from streammix.mixing.protocol import (
     Decision,
     Observation,
+    ResolvedStateDict,
     check_num_domains,
     check_observation_step,
+    check_phase,
     check_positive_int,
     check_real,
-    check_same_params,
     initial_or_uniform,
-    policy_state_dict,
-    restore_state,
+    round_state,
 )
 
 HOLD_STEPS = 1 << 40  # "the rest of the run" when its length is unknown
-_ARRAY_KEYS = ("prior", "weights", "proxies", "log_c", "slopes", "huber")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,10 +96,12 @@ class ProbeObservation(Observation):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpMixPolicy:
+class OpMixPolicy(ResolvedStateDict):
     """OP-Mix (see the module docstring); reference defaults ``kl_reg=0.05, huber_delta=0.02``."""
 
     name: ClassVar[str] = "opmix"
+    state_arrays: ClassVar[tuple[str, ...]] = ("prior", "weights", "proxies", "log_c", "slopes",
+                                               "huber")
     needs_probes: ClassVar[bool] = True
     probe_at: int | None = None
     probe_every: int | None = None
@@ -155,23 +156,11 @@ class OpMixPolicy:
     def init(self, num_domains: int, initial_weights: np.ndarray | None = None) -> dict:
         num_domains = check_num_domains(num_domains, minimum=2)
         initial = initial_or_uniform(initial_weights, num_domains)
-        return {
-            "num_domains": num_domains,
-            "params": self.resolve(num_domains),
-            "next_step": 0,
-            "phase": "start",
-            "round": 0,
-            "prior": initial,
-            "weights": initial,
-            "proxies": None,
-            "log_c": None,
-            "slopes": None,
-            "huber": None,
-        }
+        return round_state(num_domains, self.resolve(num_domains), initial, prior=initial,
+                           proxies=None, log_c=None, slopes=None, huber=None)
 
     def start(self, state: dict) -> tuple[Decision, dict]:
-        if state["phase"] != "start":
-            raise ValueError(f"start() called on a state in phase {state['phase']!r}")
+        check_phase(state, "start", "start()")
         probe_at = state["params"]["probe_at"]
         if probe_at is None:
             raise ValueError(
@@ -248,11 +237,3 @@ class OpMixPolicy:
                  "proxies": None, "log_c": fit.log_c, "slopes": fit.slopes, "huber": fit.huber,
                  "next_step": step + hold}
         return decision, state
-
-    def state_dict(self, state: dict) -> dict:
-        return policy_state_dict(self.name, state)
-
-    def load_state_dict(self, obj: dict) -> dict:
-        state = restore_state(self.name, obj, _ARRAY_KEYS)
-        check_same_params(state["params"], self.resolve(state["num_domains"]), self.name)
-        return state

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -257,3 +257,35 @@ def check_same_params(saved: Mapping, expected: Mapping, name: str) -> None:
             f"state dict of policy {name!r} was made with options {dict(saved)}, but this "
             f"policy resolves to {dict(expected)}; resume with the same options"
         )
+
+
+def round_state(num_domains: int, params: dict, weights: np.ndarray, **fields: Any) -> dict:
+    """The fresh state of a policy that decides in rounds, before ``start``: ``phase`` is
+    ``"start"``, ``round`` and ``next_step`` are 0; ``fields`` add the policy's own keys."""
+    return {"num_domains": num_domains, "params": params, "next_step": 0, "phase": "start",
+            "round": 0, "weights": weights, **fields}
+
+
+def check_phase(state: dict, expected: str, call: str) -> None:
+    if state["phase"] != expected:
+        raise ValueError(f"{call} called on a state in phase {state['phase']!r}")
+
+
+class ResolvedStateDict:
+    """``state_dict``/``load_state_dict`` for a policy whose state keeps
+    ``params = self.resolve(num_domains)``: the arrays named in ``state_arrays`` come back as
+    float64 arrays, and a checkpoint made with other options is refused."""
+
+    name: ClassVar[str]
+    state_arrays: ClassVar[tuple[str, ...]]
+
+    def resolve(self, num_domains: int) -> dict:
+        raise NotImplementedError
+
+    def state_dict(self, state: dict) -> dict:
+        return policy_state_dict(self.name, state)
+
+    def load_state_dict(self, obj: dict) -> dict:
+        state = restore_state(self.name, obj, self.state_arrays)
+        check_same_params(state["params"], self.resolve(state["num_domains"]), self.name)
+        return state

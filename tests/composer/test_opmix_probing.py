@@ -124,7 +124,9 @@ def test_probing_leaves_the_main_model_optimizer_and_rng_untouched() -> None:
     assert np.all(np.isfinite(observation.proxy_losses))
     # the count adapter helps the count domain more than the noise adapter does
     assert observation.proxy_losses[0, 0] < observation.proxy_losses[1, 0]
-    assert cost == {"probe_train_steps": 20.0, "probe_eval_batches": 4.0 * 2}
+    # 2 adapters x 10 steps x 4 samples; the snapshot and 3 proxies x 2 domains x 4 samples
+    assert cost == {"probe_train_steps": 20.0, "probe_train_samples": 80.0,
+                    "probe_eval_batches": 4.0 * 2, "probe_eval_samples": 4.0 * 8}
     after = main.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)

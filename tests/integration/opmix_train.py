@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +47,22 @@ def kill_during_probe() -> None:
     opmix_module.set_interpolation = set_interpolation
 
 
+def skew_rank1_probes() -> None:
+    """Rank 1 pairs its probe losses with the mirrored mixtures (``x`` read as ``1 - x`` for
+    two domains): fed these, the policy alone would favour the noise domain. The ranks agree
+    only if rank 1 applies rank 0's decision instead of its own."""
+    original = OpMixProbing.probe_now
+
+    def probe_now(self, state, mixtures, step):
+        observation, cost = original(self, state, mixtures, step)
+        if dist.get_global_rank() == 1:
+            observation = replace(observation,
+                                  proxy_mixtures=observation.proxy_mixtures[:, ::-1])
+        return observation, cost
+
+    OpMixProbing.probe_now = probe_now
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", required=True)
@@ -59,9 +76,13 @@ def main() -> None:
     parser.add_argument("--probe-every", type=int, default=None)
     parser.add_argument("--kill-in-probe", action="store_true",
                         help="SIGKILL this process while it evaluates the third proxy")
+    parser.add_argument("--skew-rank1", action="store_true",
+                        help="rank 1 feeds its policy mirrored probe mixtures")
     args = parser.parse_args()
     if args.kill_in_probe:
         kill_during_probe()
+    if args.skew_rank1:
+        skew_rank1_probes()
     torch.set_num_threads(1)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)

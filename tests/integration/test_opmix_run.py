@@ -59,7 +59,13 @@ def test_opmix_moves_weight_away_from_the_noise_domain(opmix_run) -> None:
     assert pattern > 0.55 > 0.45 > noise, decision
     assert decision["num_steps"] == BATCHES - 6
     assert len(decision["proxy_mixtures"]) == 2 + 4 and decision["info"]["kkt_residual"] < 1e-8
-    assert decision["info"]["probe_train_steps"] == 2 * 10
+    info = decision["info"]
+    assert info["probe_train_steps"] == 2 * 10
+    # shares of the run's 30 x 8 training samples: 2 x 10 x 8 LoRA samples, and 7 forwards
+    # (snapshot + 6 proxies) over 2 x 16 held-out samples at a third of a training sample each
+    assert info["probe_train_share"] == pytest.approx(160 / 240)
+    assert info["probe_eval_share"] == pytest.approx(7 * 32 / (3 * 240))
+    assert info["probe_compute_share"] == pytest.approx(160 / 240 + 7 * 32 / 720)
     # the batches after the decision follow the published weights
     batches = global_batches(opmix_run)
     assert sorted(batches) == list(range(BATCHES))
@@ -84,8 +90,10 @@ def test_killed_while_probing_resumes_to_the_same_decision_and_order(data, opmix
 
 @pytest.mark.slow
 def test_two_ranks_publish_identical_weights(data, tmp_path) -> None:
+    """Rank 1 is fed mirrored probe results (``--skew-rank1``), which alone would favour the
+    noise; both ranks still publish rank 0's decision, which favours the pattern."""
     run = tmp_path / "two"
-    train(data, run, ranks=2)
+    train(data, run, "--skew-rank1", ranks=2)
     updates = [json.loads(p.read_text()) for p in sorted(run.glob("record.rank*.updates.json"))]
     assert len(updates) == 2 and len(updates[0]) == 2
     assert updates[0] == updates[1]
