@@ -3,6 +3,7 @@ and per-stream batching (the interleave run over global batches)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -44,11 +45,12 @@ class EpochBatchesMixin:
         return start + index % size
 
     def _epoch_batches(self, epoch: int, sample_in_epoch: int, world: World
-                       ) -> list[tuple[int, int, int]]:
+                       ) -> Iterator[tuple[int, int, int]]:
         """``(global batch, start position, size)`` of the batches this worker serves.
 
         Global batch ``b`` of the run counts every epoch's batches, a partial last one too;
-        with whole-batch epochs it is ``start // G``.
+        with whole-batch epochs it is ``start // G``. Lazy: an epoch of 2e8 samples has
+        millions of batches, and a resume must not list them before the first one.
         """
         G, E = self._require_batch_size(), self.epoch_size
         if sample_in_epoch % G and sample_in_epoch != E:
@@ -58,7 +60,7 @@ class EpochBatchesMixin:
         batches = worker_batches(first_batch=first, end_batch=end, worker=world.worker_of_rank,
                                  num_workers=world.workers_per_rank)
         base, per_epoch = epoch * E, -(-E // G)
-        return [(epoch * per_epoch + j, base + j * G, min(G, E - j * G)) for j in batches]
+        return ((epoch * per_epoch + j, base + j * G, min(G, E - j * G)) for j in batches)
 
     def _per_stream_samples(self, order: GlobalOrder, batch: tuple[int, int, int],
                             positions: np.ndarray, state: dict[str, Any]

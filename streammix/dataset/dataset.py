@@ -35,7 +35,7 @@ import queue
 import threading
 import warnings
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -511,7 +511,7 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             samples.append(_PlannedSample(ids, int(pieces.domain[0]), pieces))
         return samples, np.concatenate([np.atleast_1d(s.ids) for s in samples])
 
-    def _iterate(self, batches: Sequence[tuple[int, int, int]], world: World,
+    def _iterate(self, batches: Iterable[tuple[int, int, int]], world: World,
                  prefetcher: _ShardPrefetcher) -> Iterator[dict[str, Any]]:
         G = self._require_batch_size()
         state: dict[str, Any] = {"order": None, "packer": None}

@@ -13,6 +13,7 @@ from streaming import Stream
 from torch.utils.data import DataLoader
 
 from streammix import MixingConfig, StreamMixDataset
+from streammix.core.order import GlobalOrder
 
 
 def _make(dirs, **mixing) -> StreamMixDataset:
@@ -119,3 +120,27 @@ def test_a_checkpoint_whose_position_disagrees_is_refused(mds_domains) -> None:
     loaded = _make(mds_domains, seed=2)
     with pytest.raises(ValueError, match="inconsistent checkpoint"):
         loaded.load_state_dict(tampered)
+
+
+
+def test_resume_deep_in_a_huge_epoch_does_not_list_its_batches(mds_domains) -> None:
+    """A worker's remaining batches are produced lazily: resuming at 1e11 of an epoch of
+    2e11 samples leaves 1.25e10 global batches, which no list could hold, and the resumed
+    run serves at once what the order has there."""
+    position, epoch_size = 10**11, 2 * 10**11
+
+    def make() -> StreamMixDataset:
+        gc.collect()
+        return StreamMixDataset(streams=[Stream(local=str(d)) for d in mds_domains],
+                                batch_size=8, epoch_size=epoch_size,
+                                mixing=MixingConfig(seed=3))
+
+    state = make().state_dict(position, True)
+    resumed = make()
+    resumed.load_state_dict(state)
+    order = GlobalOrder(config=resumed.order_config, domains=resumed.layouts,
+                        schedule=resumed.schedule)
+    domains, local = order.samples(position, position + 8)
+    iterator = iter(resumed)
+    assert _ids(next(iterator) for _ in range(8)) == list(zip(domains.tolist(), local.tolist()))
+    del iterator, resumed
