@@ -123,6 +123,13 @@ def run_build(config: BuildConfig) -> BuildSummary:
         clock.run("cluster", workers.call, cluster_in_worker, config, plan, state.work, state.out)
     streams = clock.run("write", _run_write, config, plan, state, tokenizer_info["dtype"])
     removed = _removed_per_domain(config, plan, state)
+    return finish_build(config, tokenizer_info, streams, stats, removed, plan, state,
+                        started=started, stage_seconds=clock.seconds)
+
+
+def finish_build(config, tokenizer_info, streams, stats, removed, plan, state, *,
+                 started: float, stage_seconds) -> BuildSummary:
+    """The last step of either engine: the manifest written last, the work folder removed."""
     data = manifest_data(config, tokenizer_info, streams, stats, removed, plan)
     for leftover in state.out.glob(".*.tmp"):  # temporary files of a killed run
         leftover.unlink()
@@ -133,7 +140,7 @@ def run_build(config: BuildConfig) -> BuildSummary:
         elapsed=time.perf_counter() - started,
         resumed=False,
         input_bytes=plan.input_bytes,
-        stage_seconds=clock.seconds,
+        stage_seconds=stage_seconds,
     )
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streammix.format.manifest import read_manifest, write_manifest
+from streammix.format.manifest import read_manifest
 from streammix.format.mds import merge_streams
 from streammix.format.sidecar import write_sidecar, write_token_counts
 from streammix.pipeline.cluster import (
@@ -69,7 +69,7 @@ from streammix.pipeline.config import VAL_SUFFIX, BuildConfig, BuildError
 from streammix.pipeline.plan import Plan, list_inputs, run_plan
 from streammix.pipeline.prepare import PrepareSettings, UnitStats, settings_from_config
 from streammix.pipeline.reference_lm import is_reference_spec
-from streammix.pipeline.summary import BuildSummary, manifest_data
+from streammix.pipeline.summary import BuildSummary
 from streammix.pipeline.workdir import atomic_write_bytes, open_output
 from streammix.pipeline.write import (
     SIDECAR_FROM_CLUSTER,
@@ -98,7 +98,7 @@ def run_spark_build(
     config: BuildConfig, spark: Any, options: SparkOptions | None = None
 ) -> BuildSummary:
     """Build (or finish building) ``config.out`` on ``spark``; returns what was built."""
-    from streammix.pipeline.local import _check_tokenizer_and_scorer
+    from streammix.pipeline.local import _check_tokenizer_and_scorer, finish_build
 
     options = options or SparkOptions()
     started = time.perf_counter()
@@ -139,18 +139,8 @@ def run_spark_build(
     domain = cluster["domain"].to_numpy()
     for d, spec in enumerate(config.domains):
         removed[spec.name] = int(np.count_nonzero((split == SPLIT_REMOVED) & (domain == d)))
-    data = manifest_data(config, tokenizer_info, streams, stats, removed, plan)
-    for leftover in state.out.glob(".*.tmp"):
-        leftover.unlink()
-    write_manifest(state.out, data)
-    shutil.rmtree(state.work, ignore_errors=True)
-    return BuildSummary.from_manifest(
-        read_manifest(state.out),
-        elapsed=time.perf_counter() - started,
-        resumed=False,
-        input_bytes=plan.input_bytes,
-        stage_seconds=seconds,
-    )
+    return finish_build(config, tokenizer_info, streams, stats, removed, plan, state,
+                        started=started, stage_seconds=seconds)
 
 
 def _build_error_from(exc: BaseException) -> BuildError | None:
