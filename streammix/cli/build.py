@@ -82,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=PATH_OR_GLOB",
         help="a domain: a jsonl(.gz/.zst) or parquet file, a folder (every file "
-        "inside; plain-text files are one document each) or a glob; repeatable",
+        "inside; plain-text files are one document each) or a glob; or s3:// / s3a://"
+        " object or prefix; repeatable",
     )
     io.add_argument("--config", metavar="YAML", help="read settings from a YAML file")
-    io.add_argument("--out", metavar="DIR", help="output folder (new, empty, or this build's)")
+    io.add_argument("--out", metavar="DIR", help="output folder (new, empty, or this build's), or s3://bucket/prefix")
     io.add_argument(
         "--text-field", metavar="FIELD", help="jsonl/parquet field holding the text (default: text)"
     )
@@ -182,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--unit-size", metavar="SIZE", type=parse_size, help="input bytes per work unit (16MB)"
     )
+    io.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="the S3-compatible server of s3:// and s3a:// inputs and --out (e.g. MinIO);"
+        " default: AWS. Credentials and region come from boto3's standard chain",
+    )
+    io.add_argument(
+        "--staging",
+        metavar="DIR",
+        help="with an s3:// --out: build here, then upload (keep it to resume; on a Spark"
+        " cluster a folder the driver and executors share); default: a temporary folder",
+    )
     run.add_argument("--quiet", action="store_true", default=None, help="no progress, no summary")
     engine = p.add_argument_group("engine")
     engine.add_argument(
@@ -225,6 +238,8 @@ FIELD_OF = {
     "shard_size": "size_limit",
     "unit_size": "unit_bytes",
     "overwrite": "overwrite",
+    "s3_endpoint_url": "s3_endpoint_url",
+    "staging": "staging",
 }
 SHINGLE_KEYS = {"shingle_unit": "unit", "shingle_size": "n"}
 

@@ -24,12 +24,15 @@ import gzip
 import io
 import json
 import os
+import posixpath
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import zstandard
+
+from streammix.format.object_store import ObjectStore, ObjectStoreError, is_object_url
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 COMPRESSED_SUFFIXES = {".gz": "gz", ".zst": "zst", ".zstd": "zst"}
@@ -100,6 +103,23 @@ class ReadOptions:
     text_field: str = "text"
     id_field: str | None = None
     max_doc_bytes: int = 10_000_000
+    store: ObjectStore = field(default_factory=ObjectStore)  # where s3:// inputs are read
+
+
+def open_input(path: str, store: ObjectStore) -> io.BufferedIOBase:
+    """A seekable binary reader of a local file or an ``s3://``/``s3a://`` object."""
+    if is_object_url(path):
+        try:
+            return store.open(path)
+        except ObjectStoreError as exc:
+            raise InputError(str(exc)) from None
+    return open(path, "rb")
+
+
+def input_size(path: str, store: ObjectStore) -> int:
+    if is_object_url(path):
+        return store.stat(path).size
+    return os.path.getsize(path)
 
 
 def input_kind(path: str) -> str:
@@ -181,21 +201,23 @@ def _field_detail(name: str, record: Mapping[str, Any], limit: int = 8) -> str:
     return f"{name!r} (the record has: {shown or 'no fields'})"
 
 
-def open_binary(path: str, kind: str) -> io.BufferedIOBase:
-    """Open a (possibly compressed) file for streaming binary reads."""
+def open_binary(path: str, kind: str, store: ObjectStore | None = None) -> io.BufferedIOBase:
+    """Open a (possibly compressed) file or object for streaming binary reads."""
     try:
-        if kind == "jsonl.gz":
+        if kind == "jsonl.gz" and not is_object_url(path):
             return gzip.open(path, "rb")
-        if kind == "jsonl.zst":
-            raw = open(path, "rb")  # closed with the stream reader
+        raw = open_input(path, store or ObjectStore())
+        if kind == "jsonl.gz":
+            return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        if kind == "jsonl.zst":  # the raw stream is closed with the stream reader
             return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-        return open(path, "rb")
+        return raw
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _read_jsonl(unit: WorkUnit, options: ReadOptions) -> Iterator[RawRecord | RecordProblem]:
-    stream = open_binary(unit.path, unit.kind)
+    stream = open_binary(unit.path, unit.kind, options.store)
     try:
         if unit.kind == "jsonl":
             stream.seek(unit.byte_start)
@@ -234,7 +256,7 @@ def _read_parquet(unit: WorkUnit, options: ReadOptions) -> Iterator[RawRecord | 
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(unit.path)
+        parquet = pq.ParquetFile(open_input(unit.path, options.store))
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read parquet file {unit.path}: {exc}") from None
     if options.text_field not in parquet.schema_arrow.names:
@@ -255,12 +277,12 @@ def _read_parquet(unit: WorkUnit, options: ReadOptions) -> Iterator[RawRecord | 
 def _read_text_files(unit: WorkUnit, options: ReadOptions) -> Iterator[RawRecord | RecordProblem]:
     for path in unit.files:
         try:
-            with open(path, "rb") as handle:
+            with open_input(path, options.store) as handle:
                 data = handle.read(options.max_doc_bytes + 1)
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
         if len(data) > options.max_doc_bytes:
-            size = os.path.getsize(path)
+            size = input_size(path, options.store)
             yield RecordProblem(
                 reason=TOO_LARGE, source=path, detail=f"{size} > {options.max_doc_bytes} bytes"
             )
@@ -270,7 +292,7 @@ def _read_text_files(unit: WorkUnit, options: ReadOptions) -> Iterator[RawRecord
         except UnicodeDecodeError as exc:
             yield RecordProblem(reason=INVALID_UTF8, source=path, detail=str(exc.reason))
             continue
-        relpath = os.path.relpath(path, unit.root) if unit.root else os.path.basename(path)
+        relpath = _relative(path, unit.root)
         record = {"path": relpath}
         document = record_to_document({"text": text, **record}, path, _text_options(options))
         if isinstance(document, RawRecord):
@@ -279,5 +301,16 @@ def _read_text_files(unit: WorkUnit, options: ReadOptions) -> Iterator[RawRecord
         yield document
 
 
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to its domain's root folder (or prefix), with ``/`` for objects."""
+    if not root:
+        return posixpath.basename(path) if is_object_url(path) else os.path.basename(path)
+    if is_object_url(path):
+        return posixpath.relpath(path.split("://", 1)[1], root.split("://", 1)[1])
+    return os.path.relpath(path, root)
+
+
 def _text_options(options: ReadOptions) -> ReadOptions:
-    return ReadOptions(text_field="text", id_field=None, max_doc_bytes=options.max_doc_bytes)
+    return ReadOptions(
+        text_field="text", id_field=None, max_doc_bytes=options.max_doc_bytes, store=options.store
+    )

@@ -3,8 +3,11 @@
 ``BuildConfig`` is the only input of ``streammix.pipeline.run_build``. Its ``fingerprint``
 (sha256 of the canonical JSON of every field that changes the output) is stored in the
 work folder and in the manifest: a rerun with the same fingerprint resumes or reports the
-finished build, a different one is refused. ``workers``, ``progress`` and ``overwrite``
-do not change the output and are left out of the fingerprint.
+finished build, a different one is refused. ``workers``, ``progress``, ``overwrite``,
+``s3_endpoint_url`` and ``staging`` do not change the output and are left out of it.
+
+Inputs and ``out`` may be ``s3://`` (or ``s3a://``) URLs; ``s3_endpoint_url`` names the
+server when it is not AWS (``streammix.format.object_store``).
 """
 
 from __future__ import annotations
@@ -66,10 +69,18 @@ class BuildConfig:
     workers: int = 1  # prepare-stage processes; 0 = in the calling process (tests)
     progress: bool = True
     overwrite: bool = False
+    s3_endpoint_url: str | None = None  # the S3-compatible server of s3:// paths; None = AWS
+    staging: str | None = None  # local folder of a build whose --out is s3://; None = a temp one
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def object_store(self) -> Any:
+        """Where this build's ``s3://`` inputs and output live."""
+        from streammix.format.object_store import ObjectStore
+
+        return ObjectStore(endpoint_url=self.s3_endpoint_url)
 
     def shingle_config(self) -> Any:
         from streammix.metadata.shingle import ShingleConfig
@@ -128,6 +139,8 @@ class BuildConfig:
 
 def _absolute(path: str) -> str:
     """Inputs are recorded as absolute paths, so a rerun from another folder matches."""
+    if path.startswith(("s3://", "s3a://")):
+        return "s3://" + path.split("://", 1)[1]
     return os.path.abspath(os.path.expanduser(path))
 
 

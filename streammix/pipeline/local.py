@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from streammix.format.manifest import read_manifest, write_manifest
+from streammix.format.object_store import is_object_url
 from streammix.format.readers import InputError
 from streammix.pipeline.cluster import SPLIT_REMOVED
 from streammix.pipeline.config import BuildConfig, BuildError
+from streammix.pipeline.object_output import build_to_object_storage
 from streammix.pipeline.plan import Plan, list_inputs, run_plan
 from streammix.pipeline.prepare import (
     PrepareSettings,
@@ -105,6 +107,8 @@ class _Progress:
 
 def run_build(config: BuildConfig) -> BuildSummary:
     """Build (or finish building) ``config.out``; returns what was built."""
+    if is_object_url(config.out):
+        return build_to_object_storage(config, run_build)
     started = time.perf_counter()
     clock = _StageClock()
     tokenizer_info, tokenizer_json = _check_tokenizer_and_scorer(config)

@@ -16,6 +16,13 @@ cannot depend on it either:
 The plan is saved as ``plan.json`` in the work folder together with every file's size and
 modification time. A resumed build lists the inputs again and refuses to go on if any of
 them changed, because finished units would then no longer match the inputs.
+
+A domain may also live on object storage (``s3://bucket/prefix`` or ``s3a://...``, a
+prefix listed like a folder, or one object). An uncompressed jsonl object is then one
+unit: finding line boundaries would mean reading the whole corpus on the driver, so store
+large jsonl corpora as many objects (one per task). Parquet units come from the footers,
+read with ranged GETs; text objects are grouped as files are. The samples and their order
+are the same as for the same files on disk, since a unit cut never changes them.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from streammix.format.readers import WorkUnit, input_kind
+from streammix.format.object_store import ObjectStore, ObjectStoreError, is_object_url
+from streammix.format.readers import WorkUnit, input_kind, open_input
 from streammix.pipeline.config import BuildConfig, BuildError, DomainSpec
 from streammix.pipeline.workdir import atomic_write_json
 
@@ -50,7 +58,8 @@ class Plan:
 
 def list_inputs(config: BuildConfig) -> dict[str, list[tuple[str, str]]]:
     """Every domain's input files (raises ``BuildError`` for a missing or unreadable input)."""
-    return {spec.name: list_domain_files(spec) for spec in config.domains}
+    store = config.object_store()
+    return {spec.name: list_domain_files(spec, store) for spec in config.domains}
 
 
 def run_plan(
@@ -58,7 +67,8 @@ def run_plan(
 ) -> Plan:
     """Load the saved plan (checking the inputs did not change) or make and save a new one."""
     listing = listing if listing is not None else list_inputs(config)
-    files = tuple(entry for name in listing for entry in _stat_files(listing[name]))
+    store = config.object_store()
+    files = tuple(entry for name in listing for entry in _stat_files(listing[name], store))
     saved = work / PLAN_NAME
     if saved.exists():
         plan = _load_plan(saved)
@@ -71,14 +81,20 @@ def run_plan(
         return plan
     units: list[WorkUnit] = []
     for spec in config.domains:
-        units.extend(_domain_units(spec.name, listing[spec.name], config.unit_bytes, len(units)))
+        units.extend(
+            _domain_units(spec.name, listing[spec.name], config.unit_bytes, len(units), store)
+        )
     plan = Plan(units=tuple(units), files=files, input_bytes=sum(f[1] for f in files))
     atomic_write_json(saved, _plan_to_json(plan))
     return plan
 
 
-def list_domain_files(spec: DomainSpec) -> list[tuple[str, str]]:
+def list_domain_files(
+    spec: DomainSpec, store: ObjectStore | None = None
+) -> list[tuple[str, str]]:
     """``(path, root)`` of every input file of a domain, sorted; root names text documents."""
+    if is_object_url(spec.source):
+        return _list_domain_objects(spec, store or ObjectStore())
     source = os.path.expanduser(spec.source)
     if os.path.isdir(source):
         root = os.path.abspath(source)
@@ -104,16 +120,45 @@ def list_domain_files(spec: DomainSpec) -> list[tuple[str, str]]:
     return [(path, root) for path in paths]
 
 
-def _stat_files(entries: list[tuple[str, str]]) -> list[tuple[str, int, int]]:
+def _list_domain_objects(spec: DomainSpec, store: ObjectStore) -> list[tuple[str, str]]:
+    """The objects of an ``s3://`` domain (hidden names skipped, as in a folder)."""
+    try:
+        objects = store.list(spec.source)
+    except ObjectStoreError as exc:
+        raise BuildError(f"domain {spec.name!r}: {exc}") from None
+    source = spec.source.rstrip("/")
+    if len(objects) == 1 and objects[0].url == source:
+        return [(source, source.rsplit("/", 1)[0])]
+    visible = [
+        info.url
+        for info in objects
+        if not any(part.startswith(".") for part in info.url[len(source) + 1 :].split("/"))
+    ]
+    if not visible:
+        raise BuildError(f"domain {spec.name!r}: no objects under {spec.source!r}")
+    return [(url, source) for url in visible]
+
+
+def _stat_files(
+    entries: list[tuple[str, str]], store: ObjectStore
+) -> list[tuple[str, int, int]]:
     stats = []
     for path, _ in entries:
-        info = os.stat(path)
-        stats.append((path, int(info.st_size), int(info.st_mtime_ns)))
+        if is_object_url(path):
+            info = store.stat(path)
+            stats.append((path, info.size, info.mtime_ns))
+            continue
+        stat = os.stat(path)
+        stats.append((path, int(stat.st_size), int(stat.st_mtime_ns)))
     return stats
 
 
 def _domain_units(
-    domain: str, entries: list[tuple[str, str]], unit_bytes: int, first_index: int
+    domain: str,
+    entries: list[tuple[str, str]],
+    unit_bytes: int,
+    first_index: int,
+    store: ObjectStore | None = None,
 ) -> list[WorkUnit]:
     units: list[WorkUnit] = []
     pending_text: list[str] = []
@@ -138,7 +183,7 @@ def _domain_units(
 
     for path, root in entries:
         kind = input_kind(path)
-        size = os.path.getsize(path)
+        size = store.stat(path).size if is_object_url(path) else os.path.getsize(path)
         if kind == "text":
             if pending_text and pending_root != root:
                 flush_text()
@@ -149,7 +194,7 @@ def _domain_units(
                 flush_text()
             continue
         flush_text()
-        for fields in _file_units(path, kind, size, unit_bytes):
+        for fields in _file_units(path, kind, size, unit_bytes, store or ObjectStore()):
             units.append(
                 WorkUnit(
                     index=first_index + len(units),
@@ -164,14 +209,18 @@ def _domain_units(
     return units
 
 
-def _file_units(path: str, kind: str, size: int, unit_bytes: int) -> list[dict[str, Any]]:
+def _file_units(
+    path: str, kind: str, size: int, unit_bytes: int, store: ObjectStore
+) -> list[dict[str, Any]]:
+    if kind == "jsonl" and is_object_url(path):
+        return [{"byte_start": 0, "byte_end": size, "first_line": 1, "num_bytes": size}]
     if kind == "jsonl":
         return [
             {"byte_start": start, "byte_end": end, "first_line": line, "num_bytes": end - start}
             for start, end, line in jsonl_ranges(path, size, unit_bytes)
         ]
     if kind == "parquet":
-        return _parquet_units(path, unit_bytes)
+        return _parquet_units(path, unit_bytes, store)
     return [{"byte_start": 0, "byte_end": -1, "first_line": 1, "num_bytes": size}]
 
 
@@ -202,12 +251,13 @@ def jsonl_ranges(path: str, size: int, unit_bytes: int) -> list[tuple[int, int, 
     return ranges
 
 
-def _parquet_units(path: str, unit_bytes: int) -> list[dict[str, Any]]:
+def _parquet_units(path: str, unit_bytes: int, store: ObjectStore) -> list[dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        metadata = pq.ParquetFile(path).metadata
+        with open_input(path, store) as stream:
+            metadata = pq.ParquetFile(stream).metadata
     except (OSError, pa.ArrowException) as exc:
         raise BuildError(f"cannot read parquet file {path}: {exc}") from None
     units, first_group, first_row, row, stored = [], 0, 0, 0, 0

@@ -100,6 +100,7 @@ def settings_from_config(
             text_field=config.text_field,
             id_field=config.id_field,
             max_doc_bytes=config.max_doc_bytes,
+            store=config.object_store(),
         ),
         tokenizer_json=tokenizer_json,
         scorer=config.scorer,

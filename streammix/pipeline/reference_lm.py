@@ -51,7 +51,7 @@ def check_reference(config: BuildConfig) -> None:
 
     spec = reference_source(config)
     try:
-        list_domain_files(spec)
+        list_domain_files(spec, config.object_store())
     except BuildError as exc:
         raise BuildError(
             f"--quality {config.scorer}: not a domain of this build"
@@ -64,8 +64,13 @@ def reference_texts(config: BuildConfig) -> list[str]:
     from streammix.pipeline.plan import _domain_units, list_domain_files
 
     spec = reference_source(config)
-    units = _domain_units(spec.name, list_domain_files(spec), config.unit_bytes, 0)
-    options = ReadOptions(text_field=config.text_field, max_doc_bytes=config.max_doc_bytes)
+    store = config.object_store()
+    units = _domain_units(spec.name, list_domain_files(spec, store), config.unit_bytes, 0, store)
+    options = ReadOptions(
+        text_field=config.text_field,
+        max_doc_bytes=config.max_doc_bytes,
+        store=config.object_store(),
+    )
     texts: list[str] = []
     used = 0
     for unit in units:

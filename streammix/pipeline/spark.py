@@ -32,7 +32,12 @@ for the same input and options (only the shard boundaries differ):
    same configuration reuses the finished prepare output and redoes the rest.
 
 The output folder must be on a file system that the driver and the executors share (a
-local path, or NFS on a cluster); inputs are read by the executors with the local readers.
+local path, or NFS on a cluster). Inputs are read by the executors with the local readers,
+also from ``s3://``/``s3a://`` objects: every executor reads its units' objects through
+boto3 (``streammix.format.object_store``; the endpoint travels in the pickled settings,
+credentials come from boto3's standard chain on each executor), so no Hadoop S3 connector
+is needed. An ``s3://`` output is built in a staging folder and uploaded with the manifest
+last (``streammix.pipeline.object_output``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import pyarrow.parquet as pq
 
 from streammix.format.manifest import read_manifest
 from streammix.format.mds import merge_streams
+from streammix.format.object_store import is_object_url
 from streammix.format.sidecar import write_sidecar, write_token_counts
 from streammix.pipeline.cluster import (
     CLUSTER_NAME,
@@ -66,6 +72,7 @@ from streammix.pipeline.cluster import (
     removed_list_bytes,
 )
 from streammix.pipeline.config import VAL_SUFFIX, BuildConfig, BuildError
+from streammix.pipeline.object_output import build_to_object_storage
 from streammix.pipeline.plan import Plan, list_inputs, run_plan
 from streammix.pipeline.prepare import PrepareSettings, UnitStats, settings_from_config
 from streammix.pipeline.reference_lm import is_reference_spec
@@ -101,6 +108,8 @@ def run_spark_build(
     from streammix.pipeline.local import _check_tokenizer_and_scorer, finish_build
 
     options = options or SparkOptions()
+    if is_object_url(config.out):
+        return build_to_object_storage(config, lambda local: run_spark_build(local, spark, options))
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     if is_reference_spec(config.scorer) or config.embedding_model() is not None:

@@ -112,7 +112,7 @@ def manifest_data(
 class BuildSummary:
     """What a build produced, for the end-of-run report."""
 
-    out: Path
+    out: Path | str  # the output folder, or the s3:// URL it was uploaded to
     rows: tuple[tuple[str, int, int, int, int, int, int], ...]
     count_field: str
     elapsed: float
