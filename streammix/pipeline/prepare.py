@@ -25,12 +25,14 @@ text field, malformed JSON, ...) stops the build with that reason and the first 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,6 +92,7 @@ class UnitStats:
     num_rejects: int
     input_bytes: int
     text_bytes: int
+    worker_threads: tuple[tuple[str, str], ...] = ()  # a pool worker's thread caps (tests)
 
 
 def settings_from_config(
@@ -374,10 +377,37 @@ def stats_from_file(path: Path, unit: WorkUnit) -> UnitStats:
 # built on the worker's first unit, so its errors reach the main process as task errors.
 _SETTINGS: PrepareSettings | None = None
 _PREPARER: UnitPreparer | None = None
+_THREADS: tuple[tuple[str, str], ...] = ()
+
+
+def cap_worker_threads() -> tuple[tuple[str, str], ...]:
+    """One thread for every pool a prepare worker could start, so N workers use N cores.
+
+    The caps: the Rust tokenizer's rayon pool (``TOKENIZERS_PARALLELISM``, the library's own
+    switch, read at each batch encode), numba's parallel kernels, Arrow's CPU pool (parquet
+    encoding and decoding), and torch's intra-op pool when the embeddings backend loaded
+    torch. Arrow's I/O pool is left alone (it waits, it does not compute). Returns what is
+    now in force, which ``prepare_in_worker`` reports with each unit's stats.
+    """
+    import numba
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    numba.set_num_threads(1)
+    pa.set_cpu_count(1)
+    caps = {
+        "tokenizers_parallelism": os.environ["TOKENIZERS_PARALLELISM"],
+        "numba": str(numba.get_num_threads()),
+        "arrow_cpu": str(pa.cpu_count()),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+        caps["torch"] = str(torch.get_num_threads())
+    return tuple(sorted(caps.items()))
 
 
 def init_worker(settings: PrepareSettings) -> None:
-    """Pool initializer: keep the settings; one thread per worker, so N workers use N cores.
+    """Pool initializer: keep the settings; threads are capped by ``cap_worker_threads``.
 
     A worker leaves Ctrl-C to the main process (which stops the pool and prints one line)
     and exits at once, silently, when the main process dies: a killed build must not leave
@@ -385,7 +415,6 @@ def init_worker(settings: PrepareSettings) -> None:
     """
     global _SETTINGS
     _SETTINGS = settings
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None:
@@ -402,14 +431,14 @@ def _exit_with_parent(sentinel: int) -> None:
 
 def prepare_in_worker(unit: WorkUnit) -> UnitStats:
     """Prepare one unit in a pool process (see ``init_worker``)."""
-    global _PREPARER
+    global _PREPARER, _THREADS
     assert _SETTINGS is not None, "init_worker was not called in this process"
     if _PREPARER is None:
-        import numba
-
-        numba.set_num_threads(1)
+        _THREADS = cap_worker_threads()
         _PREPARER = UnitPreparer(_SETTINGS)
-    return _PREPARER.run(unit)
+        _THREADS = cap_worker_threads()  # again: the embedder may have imported torch
+    stats = _PREPARER.run(unit)
+    return dataclasses.replace(stats, worker_threads=(("pid", str(os.getpid())), *_THREADS))
 
 
 def cluster_in_worker(config: Any, plan: Any, work: Path, out: Path) -> Path:
@@ -420,4 +449,5 @@ def cluster_in_worker(config: Any, plan: Any, work: Path, out: Path) -> Path:
         import numba
 
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        pa.set_cpu_count(os.cpu_count() or 1)
     return run_cluster(config, plan, work, out)

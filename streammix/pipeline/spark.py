@@ -263,14 +263,11 @@ _PREPARERS: dict[PrepareSettings, Any] = {}
 
 
 def _preparer(settings: PrepareSettings) -> Any:
-    """This Python worker's ``UnitPreparer`` (built once; one thread for numba and tokenizers)."""
+    """This Python worker's ``UnitPreparer`` (built once; its thread pools capped at one)."""
     if settings not in _PREPARERS:
-        import numba
+        from streammix.pipeline.prepare import UnitPreparer, cap_worker_threads
 
-        from streammix.pipeline.prepare import UnitPreparer
-
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        numba.set_num_threads(1)
+        cap_worker_threads()
         _PREPARERS.clear()
         _PREPARERS[settings] = UnitPreparer(settings)
     return _PREPARERS[settings]

@@ -354,3 +354,34 @@ def test_a_build_imports_neither_torch_nor_streaming(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "out" / "streammix.yaml").exists()
+
+
+def test_two_pool_workers_cap_their_threads_and_build_what_one_worker_builds(
+    tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    """Each worker of a real 2-process pool reports one thread for the tokenizer, numba and
+    Arrow; the output of 2 workers is byte-identical to that of 1."""
+    from streammix.pipeline.plan import list_inputs, run_plan
+    from streammix.pipeline.prepare import settings_from_config
+
+    sources = _corpus(tmp_path)
+    config = _config(tmp_path, sources, out=str(tmp_path / "two"), workers=2,
+                     tokenizer=str(tokenizer_dir))
+    work = tmp_path / "work"
+    work.mkdir()
+    plan = run_plan(config, work, list_inputs(config))
+    _, tokenizer_json = pipeline._check_tokenizer_and_scorer(config)
+    settings = settings_from_config(config, work, tokenizer_json)
+    with pipeline._Workers(workers=2, settings=settings) as workers:
+        stats = pipeline._run_prepare(config, plan, workers)
+    reports = [dict(s.worker_threads) for s in stats]
+    assert len(stats) >= 4 and all(reports)
+    assert len({report.pop("pid") for report in reports}) == 2  # both workers took units
+    assert all(
+        report == {"arrow_cpu": "1", "numba": "1", "tokenizers_parallelism": "false"}
+        for report in reports
+    )
+    run_build(config)
+    one = dataclasses.replace(config, out=str(tmp_path / "one"), workers=1)
+    run_build(one)
+    assert output_files(Path(config.out)) == output_files(Path(one.out))
