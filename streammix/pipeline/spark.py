@@ -42,10 +42,13 @@ last (``streammix.pipeline.object_output``).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +78,11 @@ from streammix.pipeline.config import VAL_SUFFIX, BuildConfig, BuildError
 from streammix.pipeline.object_output import build_to_object_storage
 from streammix.pipeline.plan import Plan, list_inputs, run_plan
 from streammix.pipeline.prepare import PrepareSettings, UnitStats, settings_from_config
-from streammix.pipeline.reference_lm import is_reference_spec
+from streammix.pipeline.reference_lm import (
+    MODEL_PREFIX,
+    is_reference_spec,
+    prepare_reference_model,
+)
 from streammix.pipeline.summary import BuildSummary
 from streammix.pipeline.workdir import atomic_write_bytes, open_output
 from streammix.pipeline.write import (
@@ -112,10 +119,10 @@ def run_spark_build(
         return build_to_object_storage(config, lambda local: run_spark_build(local, spark, options))
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    if is_reference_spec(config.scorer) or config.embedding_model() is not None:
+    if config.embedding_model() is not None:
         raise BuildError(
-            "--engine spark supports the built-in quality scorers and --topic-backend minhash;"
-            " use the local engine for reference-model scorers and embedding topics"
+            "--engine spark supports --topic-backend minhash only;"
+            " use the local engine for embedding topics"
         )
     tokenizer_info, tokenizer_json = _check_tokenizer_and_scorer(config)
     listing = list_inputs(config)
@@ -125,6 +132,8 @@ def run_spark_build(
     clock = time.perf_counter()
     plan = run_plan(config, state.work, listing)
     settings = settings_from_config(config, state.work, tokenizer_json)
+    if is_reference_spec(config.scorer):  # trained on the driver, broadcast in _run_prepare
+        settings = dataclasses.replace(settings, scorer=prepare_reference_model(config, state.work))
     seconds["plan"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -140,7 +149,9 @@ def run_spark_build(
     seconds["cluster"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    streams = _run_write(spark, config, keyed, cluster, state, tokenizer_info["dtype"], options)
+    streams = _run_write(
+        spark, config, keyed, cluster, state, tokenizer_info["dtype"], settings.scorer, options
+    )
     seconds["write"] = time.perf_counter() - clock
 
     removed = {spec.name: 0 for spec in config.domains}
@@ -273,14 +284,45 @@ def _preparer(settings: PrepareSettings) -> Any:
     return _PREPARERS[settings]
 
 
+def _executor_settings(settings: PrepareSettings, reference: tuple[str, Any] | None) -> Any:
+    """``settings`` whose n-gram model spec names this machine's copy of the broadcast model.
+
+    The driver trained the model (``reference_lm``) and broadcast its bytes; each executor
+    writes them once to its temporary folder, named by their digest, and scores with the
+    same ``ngram-model:`` scorer as the local engine's workers.
+    """
+    if reference is None:
+        return settings
+    digest, model = reference
+    path = Path(tempfile.gettempdir()) / f"streammix-reference-{digest}.npz"
+    if not path.exists():
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_bytes(model.value)
+        os.replace(partial, path)
+    return dataclasses.replace(settings, scorer=MODEL_PREFIX + str(path))
+
+
+def _broadcast_reference(spark: Any, settings: PrepareSettings) -> tuple[str, Any] | None:
+    """``(digest, broadcast bytes)`` of the trained n-gram model, if the scorer uses one."""
+    if not settings.scorer.startswith(MODEL_PREFIX):
+        return None
+    data = Path(settings.scorer[len(MODEL_PREFIX) :]).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:24]
+    return digest, spark.sparkContext.broadcast(data)
+
+
 def _prepare_units(
-    units: tuple, settings: PrepareSettings, signals: list[str], schema_names: list[str]
+    units: tuple,
+    settings: PrepareSettings,
+    signals: list[str],
+    schema_names: list[str],
+    reference: tuple[str, Any] | None = None,
 ) -> Any:
     """The ``mapInArrow`` function of the prepare stage (batches of unit numbers in)."""
     from streammix.pipeline.prepare import reject_line
 
     def prepare(batches: Any) -> Any:
-        preparer = _preparer(settings)
+        preparer = _preparer(_executor_settings(settings, reference))
         for batch in batches:
             for index in batch.column(0).to_pylist():
                 unit = units[index]
@@ -355,14 +397,17 @@ def _run_prepare(
     """Prepare every unit (or reuse a finished prepare output); the documents DataFrame."""
     target = work / DOCS_DIR
     if not (target / "_SUCCESS").exists():
-        signals = _signal_names(config.scorer)
+        signals = _signal_names(settings.scorer)
         schema = _docs_schema(signals)
         units = plan.units
         slices = max(1, len(units))
         indices = spark.sparkContext.parallelize([(i,) for i in range(len(units))], slices)
         frame = spark.createDataFrame(indices, "unit int")
         prepared = frame.mapInArrow(
-            _prepare_units(units, settings, signals, schema.names), schema
+            _prepare_units(
+                units, settings, signals, schema.names, _broadcast_reference(spark, settings)
+            ),
+            schema,
         )
         _spark_job(prepared.write.mode("overwrite").parquet, str(target))
     return spark.read.parquet(str(target))
@@ -709,6 +754,7 @@ def _run_write(
     cluster: pa.Table,
     state: Any,
     token_dtype: str | None,
+    scorer: str,
     options: SparkOptions,
 ) -> list[StreamResult]:
     from pyspark.sql import functions as F
@@ -716,7 +762,7 @@ def _run_write(
     parts_dir = state.work / PARTS_DIR
     if parts_dir.exists():
         shutil.rmtree(parts_dir)
-    signals = _signal_names(config.scorer)
+    signals = _signal_names(scorer)
     cluster_frame = spark.createDataFrame(
         cluster.select(["sample_key", "split", *SIDECAR_FROM_CLUSTER]).to_pandas()
     )

@@ -171,6 +171,30 @@ def test_spark_build_equals_local_build(spark, tmp_path: Path) -> None:
     assert {int(sample["domain"]) for sample in samples} <= {0, 1, 2}
 
 
+@pytest.mark.slow
+def test_ngram_quality_on_spark_scores_like_the_local_build(spark, tmp_path: Path) -> None:
+    """The reference model is trained on the driver, broadcast, and scores every document
+    with the local engine's scorer: the same quality (raw and normalized) for every sample."""
+    from streammix.pipeline.spark import run_spark_build
+
+    domains = _corpus(tmp_path)
+    local = _config(domains, tmp_path / "local", scorer="ngram:books", dedup=False)
+    run_build(local)
+    run_spark_build(_config(domains, tmp_path / "spark", scorer="ngram:books", dedup=False), spark)
+    assert _samples(tmp_path / "spark") == _samples(tmp_path / "local")
+    qualities = set()
+    for entry in read_manifest(tmp_path / "local").raw["domains"]:
+        tables = [read_sidecar(tmp_path / name / entry["dir"]) for name in ("local", "spark")]
+        columns = [c for c in tables[0].column_names if c.startswith(("quality", "signal"))]
+        assert "quality" in columns and set(columns) <= set(tables[1].column_names)
+        order = [np.argsort(t["sample_key"].to_numpy()) for t in tables]
+        for column in columns:
+            values = [t[column].to_numpy()[o] for t, o in zip(tables, order)]
+            np.testing.assert_array_equal(values[0], values[1])
+        qualities |= set(tables[0]["quality"].to_pylist())
+    assert len(qualities) > 50  # real per-document scores, not a constant
+
+
 def test_a_failed_spark_job_leaves_no_manifest_and_names_the_record(spark, tmp_path) -> None:
     from streammix.pipeline.spark import run_spark_build
 
