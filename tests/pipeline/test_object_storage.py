@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from build_helpers import generated_records
+from build_helpers import generated_records, write_jsonl
 from test_spark_build import _config, _corpus, _samples
 
 from streammix.pipeline.config import BuildError, DomainSpec
@@ -162,3 +162,21 @@ def _corpus_specs(folder: Path) -> list[DomainSpec]:
         DomainSpec(name="books", source=str(folder / "books.jsonl")),
         DomainSpec(name="code", source=str(folder / "code.jsonl")),
     ]
+
+
+def test_the_cli_builds_from_and_to_object_storage(s3, tmp_path: Path, capsys) -> None:
+    from streammix.cli.build import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "web").mkdir()
+    write_jsonl(data / "web" / "a.jsonl", generated_records(40, seed=9, prefix="cli"))
+    s3.upload(data, "cli-in")
+    common = ["--domain", f"web=s3a://{BUCKET}/cli-in/web", "--s3-endpoint-url", s3.endpoint,
+              "--workers", "1", "--quiet"]
+    assert main([*common, "--out", f"s3://{BUCKET}/cli-out"]) == 0
+    assert s3.client.head_object(Bucket=BUCKET, Key="cli-out/streammix.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--out", "s3://no-such-bucket/out"])
+    assert exit_info.value.code == 2
+    assert "bucket 'no-such-bucket' does not exist" in capsys.readouterr().err
