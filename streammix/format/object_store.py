@@ -57,6 +57,9 @@ class ObjectInfo:
 
 
 _CLIENTS: dict[str | None, Any] = {}
+# (endpoint, url) -> what this process's latest listing said: the plan stats every listed
+# object twice, and one HEAD per object would cost minutes on a driver listing 1e5 objects.
+_LISTED: dict[tuple[str | None, str], ObjectInfo] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,12 +86,17 @@ class ObjectStore:
             if prefix:
                 exact = [item for item in self._items(bucket, prefix) if item["Key"] == prefix]
                 if exact:
-                    return [_info(scheme, bucket, exact[0])]
+                    return self._remember([_info(scheme, bucket, exact[0])])
             items = self._items(bucket, prefix + "/" if prefix else "")
         except Exception as exc:  # botocore's ClientError and connection errors
             raise ObjectStoreError(f"cannot list {url}: {_reason(exc)}") from None
         found = [_info(scheme, bucket, item) for item in items if not item["Key"].endswith("/")]
-        return sorted(found, key=lambda info: info.url)
+        return self._remember(sorted(found, key=lambda info: info.url))
+
+    def _remember(self, infos: list[ObjectInfo]) -> list[ObjectInfo]:
+        for info in infos:
+            _LISTED[(self.endpoint_url, info.url)] = info
+        return infos
 
     def _items(self, bucket: str, prefix: str) -> list[dict]:
         paginator = self.client().get_paginator("list_objects_v2")
@@ -99,6 +107,11 @@ class ObjectStore:
         ]
 
     def stat(self, url: str) -> ObjectInfo:
+        """Size and modification time: from this process's latest listing, else a HEAD."""
+        listed = _LISTED.get((self.endpoint_url, url))
+        return listed if listed is not None else self._head(url)
+
+    def _head(self, url: str) -> ObjectInfo:
         bucket, key = split_url(url)
         try:
             head = self.client().head_object(Bucket=bucket, Key=key)
@@ -140,11 +153,14 @@ class ObjectStore:
         objects.sort(key=lambda name: posixpath.basename(name) != MANIFEST_NAME)
         for name in objects:
             self.client().delete_object(Bucket=bucket, Key=name)
+        for listed in [entry for entry in _LISTED if entry[1].startswith(url.rstrip("/") + "/")]:
+            del _LISTED[listed]
         return len(objects)
 
     def exists(self, url: str) -> bool:
+        """Whether the object is there now (always asks the server)."""
         try:
-            self.stat(url)
+            self._head(url)
         except ObjectStoreError:
             return False
         return True

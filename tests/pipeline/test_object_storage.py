@@ -101,11 +101,17 @@ def test_an_s3_output_is_uploaded_manifest_last_and_read_with_remote(s3, tmp_pat
     puts = [m["key"] for m in PUT_LINE.finditer(s3.log.read_text()) if "built/run1" in m["key"]]
     assert puts[-1] == f"{BUCKET}/built/run1/streammix.yaml"
     assert any(key.endswith("index.json") for key in puts)
-    # the same configuration again: nothing to do; another one: refused
+    # the same configuration again: nothing to do; another one: refused, or with --overwrite
+    # replaces every object under the prefix
     again = run_build(_config(domains, url, s3_endpoint_url=s3.endpoint))
     assert again.resumed
     with pytest.raises(BuildError, match="another configuration"):
         run_build(_config(domains, url, s3_endpoint_url=s3.endpoint, seed=5))
+    s3.client.put_object(Bucket=BUCKET, Key="built/run1/web/stale.bin", Body=b"old")
+    run_build(_config(domains, url, s3_endpoint_url=s3.endpoint, seed=5, overwrite=True))
+    listed = s3.client.list_objects_v2(Bucket=BUCKET, Prefix="built/run1/")["Contents"]
+    assert "built/run1/web/stale.bin" not in {item["Key"] for item in listed}
+    run_build(_config(domains, url, s3_endpoint_url=s3.endpoint, overwrite=True))
     gc.collect()
     dataset = StreamMixDataset(remote=url, local=str(tmp_path / "cache"), batch_size=4)
     samples = [sample for _, sample in zip(range(12), iter(dataset))]
