@@ -15,7 +15,7 @@ What is already under the prefix decides, as ``open_output`` does for a folder:
 
 ``STAGING`` is ``config.staging`` when given (keep it to resume a failed build or upload;
 on a Spark cluster it must be a folder the driver and executors share), else a temporary
-folder removed afterwards.
+folder removed afterwards; the staged copy is deleted once it is uploaded.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from streammix.format.manifest import MANIFEST_NAME, read_manifest
+from streammix.format.manifest import MANIFEST_NAME, BuildManifest, read_manifest
 from streammix.format.object_store import ObjectStoreError, split_url
 from streammix.pipeline.config import BuildConfig, BuildError
 from streammix.pipeline.summary import BuildSummary
@@ -48,7 +48,7 @@ def build_to_object_storage(
                          " reachable (check --s3-endpoint-url and the AWS credentials)") from None
     staging = Path(config.staging) if config.staging else Path(tempfile.mkdtemp(prefix="streammix-"))
     try:
-        existing = _remote_manifest(config, url, staging)
+        existing = _remote_manifest(config, url)
         if existing is not None:
             if existing.config_fingerprint == config.fingerprint():
                 summary = BuildSummary.from_manifest(existing, elapsed=0.0, resumed=True)
@@ -63,19 +63,19 @@ def build_to_object_storage(
             store.upload_build(staging / STAGED_BUILD, url)
         except ObjectStoreError as exc:
             raise BuildError(f"{exc}; the build is complete in {staging / STAGED_BUILD}") from None
+        shutil.rmtree(staging / STAGED_BUILD, ignore_errors=True)  # uploaded: not needed again
         return dataclasses.replace(summary, out=url)
     finally:
         if not config.staging:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _remote_manifest(config: BuildConfig, url: str, staging: Path):  # -> BuildManifest | None
-    """The manifest under ``url`` (downloaded into staging), or None."""
+def _remote_manifest(config: BuildConfig, url: str) -> BuildManifest | None:
+    """The manifest under ``url``, or None."""
     store = config.object_store()
     bucket, key = split_url(f"{url}/{MANIFEST_NAME}")
     if not store.exists(f"{url}/{MANIFEST_NAME}"):
         return None
-    folder = staging / "remote-manifest"
-    folder.mkdir(parents=True, exist_ok=True)
-    store.client().download_file(bucket, key, str(folder / MANIFEST_NAME))
-    return read_manifest(folder)
+    with tempfile.TemporaryDirectory(prefix="streammix-manifest-") as folder:
+        store.client().download_file(bucket, key, str(Path(folder) / MANIFEST_NAME))
+        return read_manifest(folder)
