@@ -186,3 +186,33 @@ def test_the_cli_builds_from_and_to_object_storage(s3, tmp_path: Path, capsys) -
         main([*common, "--out", "s3://no-such-bucket/out"])
     assert exit_info.value.code == 2
     assert "bucket 'no-such-bucket' does not exist" in capsys.readouterr().err
+
+
+def test_a_failed_upload_leaves_no_manifest_and_a_rerun_uploads_the_staged_build(
+    s3, tmp_path: Path, monkeypatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    config = _config(_corpus(data), f"s3://{BUCKET}/flaky", s3_endpoint_url=s3.endpoint,
+                     staging=str(tmp_path / "staging"))
+    client = config.object_store().client()
+    real_upload, uploaded = client.upload_file, []
+
+    def upload_then_fail(filename, bucket, key, *args, **kwargs):
+        if len(uploaded) == 3:
+            raise OSError("connection reset")
+        uploaded.append(key)
+        return real_upload(filename, bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(client, "upload_file", upload_then_fail)
+    with pytest.raises(BuildError, match="cannot upload .* the build is complete in"):
+        run_build(config)
+    keys = {item["Key"] for item in s3.client.list_objects_v2(Bucket=BUCKET, Prefix="flaky/")
+            .get("Contents", [])}
+    assert len(keys) == 3 and "flaky/streammix.yaml" not in keys
+    assert (tmp_path / "staging" / "build" / "streammix.yaml").exists()
+    monkeypatch.undo()
+    summary = run_build(config)
+    assert summary.resumed  # the staged build was finished: only the upload ran again
+    assert s3.client.head_object(Bucket=BUCKET, Key="flaky/streammix.yaml")
+    assert not (tmp_path / "staging" / "build").exists()
