@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import io
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 SCHEMES = ("s3://", "s3a://")
 READ_BUFFER = 8 << 20  # bytes per ranged GET of a sequential reader
+UPLOAD_THREADS = 8  # files uploaded at once (boto3 clients are thread-safe)
 MANIFEST_NAME = "streammix.yaml"
 
 
@@ -129,13 +131,18 @@ class ObjectStore:
             size = self.stat(url).size
         return io.BufferedReader(_ObjectReader(self, url, size), buffer_size=READ_BUFFER)
 
-    def upload_build(self, folder: Path, url: str) -> list[str]:
-        """Upload every file of ``folder`` under ``url``, ``streammix.yaml`` last; the keys."""
+    def upload_build(self, folder: Path, url: str, *, threads: int = UPLOAD_THREADS) -> list[str]:
+        """Upload every file of ``folder`` under ``url``, ``streammix.yaml`` last; the keys.
+
+        The other files go up ``threads`` at a time; the manifest only once all of them are
+        there, so a failed upload never leaves one behind.
+        """
         bucket, key = split_url(url)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.relative_to(folder).as_posix() == MANIFEST_NAME)
-        keys = []
-        for path in files:
+        manifest = [p for p in files if p.relative_to(folder).as_posix() == MANIFEST_NAME]
+        others = [p for p in files if p not in manifest]
+
+        def upload(path: Path) -> str:
             name = posixpath.join(key.rstrip("/"), path.relative_to(folder).as_posix())
             try:
                 self.client().upload_file(str(path), bucket, name)
@@ -143,8 +150,11 @@ class ObjectStore:
                 raise ObjectStoreError(
                     f"cannot upload to s3://{bucket}/{name}: {_reason(exc)}"
                 ) from None
-            keys.append(name)
-        return keys
+            return name
+
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            keys = list(pool.map(upload, others))
+        return keys + [upload(path) for path in manifest]
 
     def delete_prefix(self, url: str) -> int:
         """Delete every object under ``url/`` (the manifest first); how many were deleted."""
