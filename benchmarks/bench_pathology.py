@@ -29,6 +29,14 @@ recipe gets exactly ``steps * batch * seq_len`` training tokens:
 * online policies start from uniform weights (DoReMi's paper starts from uniform);
 * ``aioli``: Aioli (short rounds, see ``AIOLI``), held-out losses of every domain;
 * ``odm``: ODM (Exp3 on per-domain training loss, decisions every 10 steps);
+* ``opmix``: OP-Mix (``OpMixProbing``): trains on the uniform prior for the first 20% of the
+  run, then probes the model with one LoRA adapter per domain (``r = 16``, ``alpha = 32``,
+  ``opmix_probe_steps`` steps at the run's batch size and learning rate), interpolates them
+  into proxies, fits the log-linear law on every domain's held-out loss (as Aioli's signal)
+  and trains the rest of the run on the KL-regularized proposal (``lambda = 0.05``, prior =
+  uniform, the weights it trained on). The probes' LoRA steps and held-out passes are not
+  training steps: the token budget is the same, and their cost is reported as a share of
+  the run's compute (``probe_compute_share``, from the decision's ``info``);
 * ``doremi``: online DoReMi, resampling form, eta 1, interval 10, on held-out losses, with
   the reference losses of the same seed's stratified model (the paper's reference model:
   trained on the reference mixture for the same budget; its compute is not counted);
@@ -66,7 +74,8 @@ import numpy as np
 
 CLEAN = ("code", "docs", "packages")
 PATHOLOGICAL = ("junk", "boilerplate", "dups")
-RECIPES = ("stratified", "natural", "clean-only", "aioli", "odm", "doremi", "samplemix-a0.8")
+RECIPES = ("stratified", "natural", "clean-only", "aioli", "odm", "doremi", "opmix",
+           "samplemix-a0.8")
 BASELINES = ("stratified", "natural")
 
 
@@ -94,6 +103,7 @@ class Preset:
     lr: float
     aioli_lp_steps: int
     aioli_update_steps: int
+    opmix_probe_steps: int  # LoRA steps per domain's probe
     device: str
     precision: str | None
     seeds: tuple[int, ...]
@@ -105,20 +115,20 @@ PRESETS = {
     "cpu": Preset(code_chunks=1500, docs_chunks=900, packages_chunks=150, junk_chunks=1500,
                   boilerplate_chunks=1500, dups_chunks=1500, dups_sources=8, vocab_size=2048,
                   val_samples=32, steps=240, batch_size=16, seq_len=64, n_layer=2, n_embd=64,
-                  n_head=4, lr=3e-3, aioli_lp_steps=4, aioli_update_steps=60, device="cpu", precision=None,
+                  n_head=4, lr=3e-3, aioli_lp_steps=4, aioli_update_steps=60, opmix_probe_steps=20, device="cpu", precision=None,
                   seeds=(0, 1, 2, 3, 4), jobs=2, threads=1),
     # One GPU: GPT-2 with 8 layers, width 512 and a 8192-token vocabulary (about 30M
     # parameters), 256-token blocks, batch 32, 1200 steps (9.8M tokens per run).
     "gpu": Preset(code_chunks=20000, docs_chunks=950, packages_chunks=400, junk_chunks=20000,
                   boilerplate_chunks=20000, dups_chunks=20000, dups_sources=40, vocab_size=8192,
                   val_samples=64, steps=1200, batch_size=32, seq_len=256, n_layer=8,
-                  n_embd=512, n_head=8, lr=1e-3, aioli_lp_steps=10, aioli_update_steps=150, device="gpu",
+                  n_embd=512, n_head=8, lr=1e-3, aioli_lp_steps=10, aioli_update_steps=150, opmix_probe_steps=40, device="gpu",
                   precision="amp_bf16", seeds=(0, 1, 2, 3, 4), jobs=4, threads=2),
     # A smoke test of the whole pipeline in seconds of training (numbers mean nothing).
     "smoke": Preset(code_chunks=120, docs_chunks=90, packages_chunks=30, junk_chunks=120,
                     boilerplate_chunks=120, dups_chunks=120, dups_sources=3, vocab_size=512,
                     val_samples=8, steps=12, batch_size=4, seq_len=32, n_layer=1, n_embd=32,
-                    n_head=2, lr=3e-3, aioli_lp_steps=1, aioli_update_steps=12, device="cpu", precision=None,
+                    n_head=2, lr=3e-3, aioli_lp_steps=1, aioli_update_steps=12, opmix_probe_steps=2, device="cpu", precision=None,
                     seeds=(0, 1), jobs=1, threads=1),
 }
 
@@ -244,6 +254,7 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
     from transformers import AutoTokenizer
 
     from streammix.composer.experiment import ExperimentConfig, run_experiment
+    from streammix.composer.lora_probes import ProbeConfig
     from streammix.format.manifest import read_manifest
     from streammix.metadata.samplemix import SampleMixConfig
     from streammix.pipeline.samplemix_plan import plan_build, save_build_plan
@@ -265,6 +276,13 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
     elif recipe == "odm":
         options["policy"] = "odm"
         options["policy_options"] = {"interval": 10}
+    elif recipe == "opmix":
+        # The prior q is the initial (uniform) weights, as the other online recipes start.
+        options.update(policy="opmix", policy_options={"seed": seed, "prior": "initial"},
+                       probe=ProbeConfig(r=16, alpha=32.0, steps=preset.opmix_probe_steps,
+                                         lr=preset.lr, batch_size=preset.batch_size,
+                                         train_samples=256, val_samples=preset.val_samples,
+                                         val_batch_size=16, seed=seed))
     elif recipe == "doremi":
         reference = json.loads((work / f"result-stratified-seed{seed}.json").read_text())
         options["policy"] = "doremi"
@@ -288,7 +306,10 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
     result["domains"] = list(names)
     result["tokens"] = budget
     result["target_loss"] = statistics.fmean(result["held_out_loss"][n] for n in CLEAN)
-    result["mean_weights"] = mean_weights(result.pop("history"), preset.steps)
+    history = result.pop("history")
+    result["mean_weights"] = mean_weights(history, preset.steps)
+    if recipe == "opmix":  # the decision after probing, with its cost
+        result["decision"] = next((h for h in history if h["phase"] == "opmix"), None)
     return result
 
 
@@ -374,12 +395,28 @@ def summarize(results: list[dict], seeds: list[int]) -> str:
                          + f" | {mean:+.4f} | [{low:+.4f}, {high:+.4f}] | {verdict} |")
     static = [by[(r, s)]["train_seconds"] for r in ("stratified", "natural") for s in seeds
               if (r, s) in by]
-    aioli = [by[("aioli", s)]["train_seconds"] for s in seeds if ("aioli", s) in by]
-    if static and aioli:
-        lines += ["", "Aioli's wall-time overhead over static mixing (median train seconds, "
-                  f"same steps): {statistics.median(aioli):.1f} s / "
-                  f"{statistics.median(static):.1f} s = "
-                  f"{statistics.median(aioli) / statistics.median(static):.2f}x"]
+    for recipe, label in (("aioli", "Aioli"), ("opmix", "OP-Mix")):
+        online = [by[(recipe, s)]["train_seconds"] for s in seeds if (recipe, s) in by]
+        if static and online:
+            lines += ["", f"{label}'s wall-time overhead over static mixing (median train "
+                      f"seconds, same steps): {statistics.median(online):.1f} s / "
+                      f"{statistics.median(static):.1f} s = "
+                      f"{statistics.median(online) / statistics.median(static):.2f}x"]
+    decisions = [(s, by[("opmix", s)].get("decision")) for s in seeds if ("opmix", s) in by]
+    if any(d for _, d in decisions):
+        lines += ["", "OP-Mix's decision per seed (weights for the rest of the run) and its probe "
+                  "cost as a share of the run's training compute (LoRA samples counted as full "
+                  "training samples, held-out forwards as a third of one):", "",
+                  "| seed | step | " + " | ".join(names) + " | LoRA steps | train share | "
+                  "eval share | compute share |", "|" + "---|" * (len(names) + 6)]
+        for seed, d in decisions:
+            if d:
+                info = d["info"]
+                lines.append(f"| {seed} | {d['step']} | "
+                             + " | ".join(f"{w:.3f}" for w in d["weights"])
+                             + f" | {info['probe_train_steps']:.0f} | "
+                             f"{info['probe_train_share']:.0%} | {info['probe_eval_share']:.0%} | "
+                             f"{info['probe_compute_share']:.0%} |")
     return "\n".join(lines)
 
 

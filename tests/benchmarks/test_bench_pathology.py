@@ -90,6 +90,40 @@ def test_paired_summary_says_which_recipes_differ() -> None:
     assert odm.endswith("| not distinguishable |")
 
 
+def test_summary_reports_opmix_decision_and_probe_cost() -> None:
+    info = {"probe_train_steps": 12.0, "probe_train_share": 0.5, "probe_eval_share": 0.125,
+            "probe_compute_share": 0.625}
+    results = [{"recipe": "stratified", "seed": 0, "domains": ["code", "junk"],
+                "held_out_loss": {"code": 5.0, "junk": 4.0}, "target_loss": 5.0,
+                "train_seconds": 10.0},
+               {"recipe": "opmix", "seed": 0, "domains": ["code", "junk"],
+                "held_out_loss": {"code": 4.9, "junk": 4.5}, "target_loss": 4.9,
+                "train_seconds": 15.0,
+                "decision": {"step": 4, "weights": [0.75, 0.25], "info": info}}]
+    table = bench.summarize(results, [0])
+    assert "| 0 | 4 | 0.750 | 0.250 | 12 | 50% | 12% | 62% |" in table
+    assert "OP-Mix's wall-time overhead over static mixing" in table
+    assert "15.0 s / 10.0 s = 1.50x" in table
+    assert "| opmix | 1 | -0.1000 |" in table
+
+
+def test_replay_points_follow_the_history_deduplicated(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "pathology_replay", ROOT / "benchmarks" / "pathology_replay.py")
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    records = [{"step": 0, "weights": [0.5, 0.5]}, {"step": 4, "weights": [0.9, 0.1]},
+               {"step": 0, "weights": [0.5, 0.5]},  # a second writer's copy
+               {"step": 8, "weights": [0.2, 0.8]}, {"step": 12, "weights": [0.3, 0.7]}]
+    history = tmp_path / "history.jsonl"
+    history.write_text("\n".join(json.dumps(r) for r in [{"streammix_history": 1}, *records]))
+    assert replay.replay_points(history, 12, "aioli", 2) == [
+        (0, (0.5, 0.5)), (4, (0.9, 0.1)), (8, (0.2, 0.8))]
+    assert replay.replay_points(history, 12, "uniform", 2) == [
+        (0, (1.0, 1.0)), (4, (1.0, 1.0)), (8, (1.0, 1.0))]
+    assert replay.replay_points(history, 12, "single", 2) == [(0, (1.0, 1.0))]
+
+
 @pytest.mark.slow
 def test_gpu_script_smoke_runs_the_whole_pipeline_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "out"
