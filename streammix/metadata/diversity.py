@@ -32,11 +32,7 @@ unigrams (or short shingles), with ``d(x, y) = 1 - J(x, y)`` the estimated Jacca
    junk (random strings, encoded data); the quality score then decides their weight.
 5. **Normalization** to [0, 1]: ``"rank"`` (default; average rank of ``raw`` over the
    build, ties share a rank, ``rank / (N - 1)``, like the quality scores), ``"minmax"``,
-   or ``"none"`` (``raw`` is already in [0, 1]). The build uses ``"minmax"``: ranks
-   keep the order of ``raw`` but not the size of the duplicate discount (a copy in a
-   cluster of four, at a quarter of its original's ``raw``, ranks just below the least
-   diverse unique documents and, if its quality is high, above the bottom quartile of
-   ``p``), while a linear map keeps ``raw``'s proportions.
+   or ``"none"`` (``raw`` is already in [0, 1]).
 
 Why this is faithful: both of SampleMix's terms are kept with their meaning (spread of the
 sample's cluster around its centre, distance of that centre to the other centres) and

@@ -18,8 +18,7 @@ that the sidecar keeps. Over all domains together this stage computes:
   embeddings:DIR``, k-means over sentence embeddings, ``streammix.metadata.embedding_topics``),
   and the
   diversity score from their compactness and separation, discounted by near-duplicate
-  cluster size (``streammix.metadata.diversity``) and rescaled to [0, 1] linearly
-  (``"minmax"``, see ``DIVERSITY_NORMALIZATION``);
+  cluster size (``streammix.metadata.diversity``);
 - the normalized quality: ``rank_normalize`` of the raw scores over the whole build
   (average ranks of ties, scaled to [0, 1]), so scores are comparable across domains;
 - with ``dedup``, every cluster keeps its member with the smallest key (the cluster id);
@@ -296,14 +295,6 @@ def vocabulary_duplicates(
     return merge_partitions(dup_id, vocabulary_id)
 
 
-# Diversity is rescaled linearly, not by rank: the raw score is already a product of
-# distances in [0, 1], and its discount by near-duplicate cluster size (k copies weigh like
-# one document) survives only a linear map. Ranks turn "a quarter of the original's
-# diversity" into "a few percentiles below the least diverse unique document": on issue
-# 16's injected corpus, copies of high-quality documents then stayed above the bottom
-# quartile of p at alpha 0.8 even when all their copies were found (benchmarks/RESULTS.md).
-DIVERSITY_NORMALIZATION = "minmax"
-
 TOPIC_FLOAT_COLUMNS = ("topic_distance", "topic_compactness", "topic_separation")
 
 
@@ -326,7 +317,6 @@ def topic_columns(
             row_keys=embedding_keys(topic_features),
             dup_cluster_size=dup_size,
             dup_cluster_id=dup_id,
-            normalize=DIVERSITY_NORMALIZATION,
         )
     else:
         signatures = collapse_unshared_values(topic_features)
@@ -336,7 +326,6 @@ def topic_columns(
             topics=topics,
             dup_cluster_size=dup_size,
             dup_cluster_id=dup_id,
-            normalize=DIVERSITY_NORMALIZATION,
         )
     return {
         "topic_cluster_id": np.asarray(topics.cluster_id, dtype=np.int64),
