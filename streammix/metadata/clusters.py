@@ -296,9 +296,15 @@ def lsh_components(
     rows: int,
     empty_documents: str = "singleton",
     min_similarity: float = 0.0,
+    verify_signatures: np.ndarray | None = None,
     chunk_rows: int = 1 << 20,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Connected components of the LSH candidate graph: ``(cluster_id, cluster_size)``."""
+    """Connected components of the LSH candidate graph: ``(cluster_id, cluster_size)``.
+
+    With ``verify_signatures`` (other signatures of the same rows), ``min_similarity`` is
+    checked on those instead: candidates found by one representation, confirmed by
+    another. The bucket leader is then chosen by a hash of both rows.
+    """
     _check_signatures(signatures)
     n, num_perm = signatures.shape
     if bands < 1 or rows < 1 or bands * rows > num_perm:
@@ -317,6 +323,12 @@ def lsh_components(
     verify = min_similarity > 0.0
     full = np.ascontiguousarray(signatures) if verify else np.zeros((1, 1), dtype=np.uint32)
     row_keys = signature_keys(full) if verify else None
+    if verify and verify_signatures is not None:
+        _check_signatures(verify_signatures)
+        if verify_signatures.shape[0] != n:
+            raise ValueError(f"verify_signatures must have {n} rows")
+        full = np.ascontiguousarray(verify_signatures)
+        row_keys = signature_keys(np.hstack([np.asarray(signatures), full]))
     parent = np.arange(n, dtype=np.int64)
     keys = np.empty(n, dtype=np.uint64)
     for band in range(bands):
@@ -331,6 +343,40 @@ def lsh_components(
     cluster_id = _roots(parent)
     cluster_size = np.bincount(cluster_id, minlength=n).astype(np.int64)[cluster_id]
     return cluster_id, cluster_size
+
+
+# The build's second near-duplicate pass, over the word-unigram (topic) signatures: documents
+# sharing this much of their vocabulary, and this much of their 5-grams, are near-copies
+# too (see streammix.pipeline.cluster.vocabulary_duplicates).
+VOCABULARY_DUPLICATE_THRESHOLD = 0.8
+VOCABULARY_DUPLICATE_MIN_SHINGLE_SIMILARITY = 0.25
+
+# The build's near-duplicate pass weighs a missed pair 4x a false one (see
+# :func:`build_bands_rows`).
+BUILD_FALSE_POSITIVE_WEIGHT = 0.2
+BUILD_FALSE_NEGATIVE_WEIGHT = 0.8
+
+
+def build_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
+    """``(bands, rows)`` of the build's near-duplicate pass (both engines use this).
+
+    With datasketch's equal weights the optimum puts the S-curve's midpoint *above* the
+    threshold: at ``t = 0.8`` and 128 permutations it is 9 bands of 13 rows, which finds a
+    pair at the threshold with probability 0.40, at 0.85 with 0.69 and at 0.88 with 0.85,
+    so a copy with two words changed in 150 (Jaccard about 0.88 over 5-grams) stays alone
+    one time in seven (issue 16's injected near-copies: 5-9% missed). In the build a miss
+    is the costlier error: the near-duplicate cluster size divides the diversity score, so
+    an undetected copy keeps a unique document's weight, while a false merge only discounts
+    two documents that share most of their 5-grams anyway. Weighting misses 4:1 gives 12
+    bands of 10 rows at ``t = 0.8``: found with probability 0.74 at 0.8, 0.93 at 0.85, 0.98
+    at 0.88, and still only 0.29 at 0.7 and 0.07 at 0.6 (equal weights: 0.08 and 0.01).
+    """
+    return lsh_bands_rows(
+        threshold,
+        num_perm,
+        false_positive_weight=BUILD_FALSE_POSITIVE_WEIGHT,
+        false_negative_weight=BUILD_FALSE_NEGATIVE_WEIGHT,
+    )
 
 
 def duplicate_clusters(
@@ -357,6 +403,33 @@ def duplicate_clusters(
     return lsh_components(
         signatures, bands=bands, rows=rows, empty_documents=empty_documents, chunk_rows=chunk_rows
     )
+
+
+@numba.njit(cache=True)
+def _union_with(parent: np.ndarray, cluster_id: np.ndarray) -> None:
+    for i in range(cluster_id.shape[0]):
+        _union(parent, np.int64(i), np.int64(cluster_id[i]))
+
+
+def merge_partitions(*cluster_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finest partition coarser than every given one: ``(cluster_id, cluster_size)``.
+
+    Two documents end up together when some chain of documents links them, each link being
+    "in one cluster of one of the inputs" (connected components of the union of the
+    inputs' graphs). The cluster id is again the smallest member, so the result depends on
+    the partitions only, not on their numbering or order.
+    """
+    if not cluster_ids:
+        raise ValueError("merge_partitions needs at least one partition")
+    n = np.asarray(cluster_ids[0]).shape[0]
+    parent = np.arange(n, dtype=np.int64)
+    for ids in cluster_ids:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape != (n,) or (n and (ids.min() < 0 or ids.max() >= n)):
+            raise ValueError(f"every partition must hold {n} row indices")
+        _union_with(parent, ids)
+    cluster_id = _roots(parent)
+    return cluster_id, np.bincount(cluster_id, minlength=n).astype(np.int64)[cluster_id]
 
 
 def exact_jaccard_components(shingle_sets: list[set[bytes]], threshold: float) -> np.ndarray:

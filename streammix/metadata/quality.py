@@ -11,8 +11,10 @@ Built in:
 
 * :class:`HeuristicScorer` (``"heuristic"``): the Gopher quality and repetition signals, C4
   line rules and FineWeb extras of :mod:`quality_signals` and :mod:`quality_ngrams`, turned
-  into ``exp(-sum of soft rule penalties)`` by :mod:`quality_rules`; every signal is also
-  returned as a column ``q_<signal>``.
+  into ``exp(-(sum of rule excesses + 0.5 * mean closeness to the bounds))`` by
+  :mod:`quality_rules` (continuous: documents that pass every rule are ordered by how far
+  inside the ranges they are, in ``[exp(-0.5), 1]``); every signal is also returned as a
+  column ``q_<signal>``.
 * :class:`NgramScorer` (``"ngram:REF"`` on the build's command line): CCNet's idea, the
   perplexity of the document under a small word n-gram model with interpolated Kneser-Ney
   smoothing (:mod:`ngram_lm`) trained on a reference set the user names (a domain of the
@@ -23,8 +25,8 @@ Built in:
 
   Both terms are log-scale "badness" (the heuristic score is ``exp(-penalties)``), so the
   sum is the log of ``heuristic / perplexity``: the rules still sink documents they flag,
-  and among clean documents, which the rules score 1.0 alike, the perplexity orders them
-  continuously. The build trains the model once (:mod:`streammix.pipeline.reference_lm`)
+  and among clean documents, whose heuristic scores differ by at most a factor
+  ``exp(0.5)``, the perplexity (which spans several nats) does most of the ordering. The build trains the model once (:mod:`streammix.pipeline.reference_lm`)
   and hands the workers ``"ngram-model:/path/to/model.npz"``. Signal columns:
   ``q_lm_log_prob``, ``q_heuristic`` and the heuristic signals.
 * :class:`ColumnScorer` (``"column:FIELD"``): a numeric field already present in the input.

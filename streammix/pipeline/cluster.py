@@ -4,8 +4,12 @@ All prepared units are read in plan order (domains in the given order, then unit
 records); a document's position in that order is its **sample key**, a stable global id
 that the sidecar keeps. Over all domains together this stage computes:
 
-- near-duplicate clusters from the MinHash signatures (LSH + union-find); a cluster's id is
-  the smallest sample key among its members;
+- near-duplicate clusters from the MinHash signatures (LSH + union-find, with the band
+  layout of ``streammix.metadata.clusters.build_bands_rows``, which weighs a missed pair 4x
+  a false one), merged with a second pass over the word-unigram topic signatures at Jaccard
+  0.8, confirmed on the 5-gram signatures at 0.25, that finds short documents with a few
+  words changed (``vocabulary_duplicates``); a
+  cluster's id is the smallest sample key among its members;
 - topic clusters: k-medoids over the unigram topic signatures
   (``streammix.metadata.clusters.topic_clusters``, ``topic_clusters`` clusters, 0 = about
   the square root of the number of documents, seeded with the build ``seed``), after
@@ -211,7 +215,11 @@ def cluster_columns(
     ``duplicates`` is ``(cluster_id, cluster_size)`` computed elsewhere (the Spark engine's
     LSH job); None computes them here from ``index.signatures``.
     """
-    from streammix.metadata.clusters import duplicate_clusters
+    from streammix.metadata.clusters import (
+        BUILD_FALSE_NEGATIVE_WEIGHT,
+        BUILD_FALSE_POSITIVE_WEIGHT,
+        duplicate_clusters,
+    )
     from streammix.metadata.normalize import rank_normalize
 
     n = len(index.domain)
@@ -226,14 +234,65 @@ def cluster_columns(
             "quality_norm": empty_f,
         }
     if duplicates is None:
-        duplicates = duplicate_clusters(index.signatures, threshold=config.dedup_threshold)
-    dup_id, dup_size = duplicates
+        duplicates = duplicate_clusters(
+            index.signatures,
+            threshold=config.dedup_threshold,
+            false_positive_weight=BUILD_FALSE_POSITIVE_WEIGHT,
+            false_negative_weight=BUILD_FALSE_NEGATIVE_WEIGHT,
+        )
+    dup_id, dup_size = vocabulary_duplicates(
+        index.topic_features, index.signatures, duplicates[0]
+    )
     return {
         "dup_cluster_id": np.asarray(dup_id, dtype=np.int64),
         "dup_cluster_size": np.asarray(dup_size, dtype=np.int64),
         **topic_columns(index.topic_features, dup_id, dup_size, config),
         "quality_norm": np.asarray(rank_normalize(index.quality), dtype=np.float32),
     }
+
+
+def vocabulary_duplicates(
+    topic_features: np.ndarray, signatures: np.ndarray, dup_id: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 5-gram near-duplicate clusters merged with the vocabulary ones (a second pass).
+
+    Two changed words remove up to 10 of a document's 5-grams: a copy of a document of
+    ``n`` words with two words changed keeps 5-gram Jaccard about ``(n - 14) / (n + 6)``,
+    below the first pass's 0.8 up to about 90 words, while its word set hardly changes
+    (``(d - 2) / (d + 2)`` for ``d`` distinct words). The topic signatures are MinHash over
+    exactly those word sets, so a second LSH pass over them at Jaccard
+    :data:`~streammix.metadata.clusters.VOCABULARY_DUPLICATE_THRESHOLD` (0.8, the same
+    band rule) proposes candidates, and a candidate joins its bucket's leader only if
+    their 5-gram signatures also agree on at least
+    :data:`~streammix.metadata.clusters.VOCABULARY_DUPLICATE_MIN_SHINGLE_SIMILARITY`
+    (0.25) of their values. Both bounds admit two changed words down to about 20 words;
+    the second keeps out different texts over one small vocabulary (tables, generated
+    pages, word lists), which share words but hardly any 5-gram. The build's
+    near-duplicate clusters are the connected components of both passes together; the
+    second pass also gives long copies a second, independent chance where the first
+    pass's banding missed them. With the embeddings backend there are no word signatures
+    and only the 5-gram pass runs.
+    """
+    from streammix.metadata.clusters import (
+        VOCABULARY_DUPLICATE_MIN_SHINGLE_SIMILARITY,
+        VOCABULARY_DUPLICATE_THRESHOLD,
+        build_bands_rows,
+        lsh_components,
+        merge_partitions,
+    )
+
+    if topic_features.dtype != np.uint32:  # embeddings
+        dup_id = np.asarray(dup_id, dtype=np.int64)
+        return dup_id, np.bincount(dup_id, minlength=dup_id.size).astype(np.int64)[dup_id]
+    bands, rows = build_bands_rows(VOCABULARY_DUPLICATE_THRESHOLD, topic_features.shape[1])
+    vocabulary_id, _ = lsh_components(
+        topic_features,
+        bands=bands,
+        rows=rows,
+        min_similarity=VOCABULARY_DUPLICATE_MIN_SHINGLE_SIMILARITY,
+        verify_signatures=signatures,
+    )
+    return merge_partitions(dup_id, vocabulary_id)
 
 
 TOPIC_FLOAT_COLUMNS = ("topic_distance", "topic_compactness", "topic_separation")
@@ -263,7 +322,10 @@ def topic_columns(
         signatures = collapse_unshared_values(topic_features)
         topics = topic_clusters(signatures, num_clusters=k, seed=config.seed)
         scores = diversity_scores(
-            signatures, topics=topics, dup_cluster_size=dup_size, dup_cluster_id=dup_id
+            signatures,
+            topics=topics,
+            dup_cluster_size=dup_size,
+            dup_cluster_id=dup_id,
         )
     return {
         "topic_cluster_id": np.asarray(topics.cluster_id, dtype=np.int64),

@@ -19,9 +19,11 @@ for the same input and options (only the shard boundaries differ):
    the connected components of those links come from alternating large-star and
    small-star rounds (Kiveris et al., "Connected components in MapReduce and beyond",
    2014) until the edge set stops changing; every component is then a star around its
-   smallest key, which is the local engine's cluster id. Topic clusters, diversity,
-   normalized quality and the validation split run on the driver over the small columns
-   (topic signatures, quality, split hash), with the local engine's functions.
+   smallest key, which is the local engine's cluster id. The second near-duplicate pass
+   (over the unigram topic signatures, confirmed on the 5-gram ones), topic clusters,
+   diversity, normalized quality and the validation split run on the driver over the
+   collected columns (signatures, topic signatures, quality, split hash), with the local
+   engine's functions.
 4. *write*: documents joined with their cluster rows are range-partitioned by
    ``(stream, sample key)``; each task writes its partition's MDS shards and sidecar rows
    into its own part folder; the driver merges the parts of each Stream in partition
@@ -502,9 +504,9 @@ def lsh_edges(keyed: Any, *, num_perm: int, threshold: float) -> Any:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from streammix.metadata.clusters import lsh_bands_rows
+    from streammix.metadata.clusters import build_bands_rows
 
-    bands, rows = lsh_bands_rows(threshold, num_perm)
+    bands, rows = build_bands_rows(threshold, num_perm)
     keys = keyed.select("sample_key", "signature").mapInArrow(
         _band_rows(num_perm, bands, rows), "band int, key long, sample_key long"
     )
@@ -591,9 +593,9 @@ def _run_cluster(
         return pq.read_table(saved)
     names = [spec.name for spec in config.domains]
     small = _collect_arrow(
-        keyed.select("sample_key", "domain", "quality", "split_hash", "topic_signature").orderBy(
-            "sample_key"
-        )
+        keyed.select(
+            "sample_key", "domain", "quality", "split_hash", "signature", "topic_signature"
+        ).orderBy("sample_key")
     )
     n = small.num_rows
     if not np.array_equal(small["sample_key"].to_numpy(), np.arange(n)):
@@ -613,10 +615,13 @@ def _run_cluster(
     topic_column = pa.array(
         [b if b is not None else b"" for b in small["topic_signature"].to_pylist()], pa.binary()
     )
-    index = BuildIndex(
+    signature_column = pa.array(
+        [b if b is not None else b"" for b in small["signature"].to_pylist()], pa.binary()
+    )
+    index = BuildIndex(  # the 5-gram signatures confirm the vocabulary pass's candidates
         domain=small["domain"].to_numpy().astype(np.int32),
         unit_offsets=offsets,
-        signatures=np.zeros((n, 0), dtype=np.uint32),
+        signatures=_bytes_matrix(signature_column, config.minhash_num_perm),
         topic_features=_bytes_matrix(topic_column, config.topic_num_perm),
         quality=small["quality"].to_numpy().astype(np.float32),
         split_hash=small["split_hash"].to_numpy().astype(np.int64).view(np.uint64),

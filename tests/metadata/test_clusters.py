@@ -13,6 +13,7 @@ from streammix.metadata.clusters import (
     exact_jaccard_components,
     lsh_bands_rows,
     lsh_components,
+    merge_partitions,
 )
 from streammix.metadata.minhash import (
     is_empty_signature,
@@ -222,3 +223,53 @@ def test_invalid_inputs(call, error, match) -> None:
     sig = signatures_from_shingles([[b"a"], [b"b"]])
     with pytest.raises(error, match=match):
         call(sig)
+
+
+def test_merge_partitions_is_the_union_of_the_partitions_graphs() -> None:
+    rng = np.random.default_rng(4)
+    n = 60
+    first = rng.integers(0, 25, size=n)
+    second = rng.integers(0, 40, size=n)
+    # brute force: i ~ j when some chain of "same label in first or in second" links them
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for labels in (first, second):
+        for i in range(n):
+            for j in range(n):
+                if labels[i] == labels[j]:
+                    ri, rj = find(i), find(j)
+                    parent[max(ri, rj)] = min(ri, rj)
+    expected = np.array([find(i) for i in range(n)])
+    # the inputs as cluster ids (smallest member), as duplicate_clusters returns them
+    as_ids = [
+        np.array([np.flatnonzero(labels == labels[i]).min() for i in range(n)])
+        for labels in (first, second)
+    ]
+    cluster_id, cluster_size = merge_partitions(*as_ids)
+    assert np.array_equal(cluster_id, expected)
+    assert np.array_equal(cluster_size, np.bincount(expected, minlength=n)[expected])
+    assert np.array_equal(merge_partitions(as_ids[1], as_ids[0])[0], expected)
+    with pytest.raises(ValueError, match="row indices"):
+        merge_partitions(as_ids[0], np.full(n, n))
+    with pytest.raises(ValueError, match="at least one"):
+        merge_partitions()
+
+
+def test_candidates_can_be_confirmed_by_other_signatures() -> None:
+    # rows 0, 1 agree on both signatures; rows 2, 3 only on the candidate signatures
+    candidate = np.array([[1, 2, 3, 4]] * 2 + [[9, 9, 9, 9]] * 2, dtype=np.uint32)
+    confirm = np.array([[5, 6, 7, 8], [5, 6, 7, 0], [1, 1, 1, 1], [2, 2, 2, 2]], dtype=np.uint32)
+    cluster_id, _ = lsh_components(
+        candidate, bands=2, rows=2, min_similarity=0.7, verify_signatures=confirm
+    )
+    assert cluster_id.tolist() == [0, 0, 2, 3]
+    assert lsh_components(candidate, bands=2, rows=2)[0].tolist() == [0, 0, 2, 2]
+    with pytest.raises(ValueError, match="rows"):
+        lsh_components(
+            candidate, bands=2, rows=2, min_similarity=0.5, verify_signatures=confirm[:2]
+        )
