@@ -63,7 +63,11 @@ from streammix.dataset.packing import (
     domain_streams,
 )
 from streammix.dataset.resume import STATE_VERSION, ResumeMixin
-from streammix.dataset.sources import DomainSources, resolve_sources
+from streammix.dataset.sources import (
+    DomainSources,
+    registered_stream_factory,
+    resolve_sources,
+)
 from streammix.dataset.upstream_args import (
     check_stratified_batches,
     check_upstream_kwargs,
@@ -97,6 +101,8 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
             streams=kwargs.pop("streams", None), split=self.mixing.split,
             domains=self.mixing.domains, upstream_split=kwargs.get("split"),
+            make_stream=registered_stream_factory(kwargs.get("stream_name", "stream"),
+                                                  kwargs.get("stream_config")),
         )
         weighting = given_stream_weighting(sources.streams)
         self._streammix_epoch_size_given = kwargs.get("epoch_size") is not None

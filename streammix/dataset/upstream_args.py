@@ -26,6 +26,9 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   (``MixingConfig.canonical_nodes`` is the other way to say it; giving both differently is
   an error). Upstream's meaning carries over: the order depends on ``C``, not on the
   physical nodes, and each node reads its own part of the shards.
+- ``stream_name``/``stream_config``: the Streams made from ``local``/``remote`` (one per
+  domain) are instances of the class registered under ``stream_name`` in upstream's
+  ``streams_registry``, made with ``stream_config``; with ``streams=[...]`` they are refused.
 - shuffle and partition knobs that the streammix order replaces (``shuffle_algo``,
   ``shuffle_block_size``, ``partition_algo``, ``sampling_granularity``, ``replication``) are
   refused unless given at upstream's default.
@@ -59,10 +62,6 @@ REFUSED_UNLESS_DEFAULT: dict[str, tuple[tuple[Any, ...], str]] = {
                                    "comes from MixingConfig(window_shards=...)"),
     "replication": ((None,), "streammix gives every rank its own slice of the global batch; "
                              "replicate batches in the training loop instead"),
-    "stream_name": (("stream",), "StreamMixDataset builds plain upstream Streams; give your "
-                                 "own as streams=[...]"),
-    "stream_config": ((None,), "StreamMixDataset builds plain upstream Streams; give your "
-                               "own as streams=[...]"),
 }
 BATCHING_METHODS = ("random", "stratified", "per_stream")
 SAMPLING_METHODS = ("balanced", "fixed")
@@ -112,11 +111,26 @@ def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> Up
     if sampling is not None and sampling not in SAMPLING_METHODS:
         raise ValueError(f"Invalid sampling method: {sampling!r}; sampling_method must be one "
                          f"of {SAMPLING_METHODS}")
+    _check_stream_class(kwargs)
     shuffle = kwargs.get("shuffle", True)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
     return UpstreamOptions(shuffle=shuffle, batching_method=batching, sampling_method=sampling,
                            canonical_nodes=_canonical_nodes(kwargs, mixing))
+
+
+def _check_stream_class(kwargs: Mapping[str, Any]) -> None:
+    """``stream_name``/``stream_config`` make the Streams of ``local``/``remote``, as upstream;
+    with ``streams=[...]`` upstream ignores them, streammix refuses them."""
+    name, config = kwargs.get("stream_name", "stream"), kwargs.get("stream_config")
+    if not isinstance(name, str):
+        raise TypeError(f"stream_name must be a str (a name in streams_registry), got {name!r}")
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"stream_config must be a dict of Stream arguments, got {config!r}")
+    if kwargs.get("streams") is not None and (name != "stream" or config):
+        raise ValueError(
+            f"stream_name={name!r}/stream_config apply to the Streams made from local/remote; "
+            "with streams=[...] make the streams as instances of your Stream class instead")
 
 
 def _canonical_nodes(kwargs: Mapping[str, Any], mixing: MixingConfig) -> int | None:
