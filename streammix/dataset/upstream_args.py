@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from streammix.core.rng import derive_key
+from streammix.core.rng import derive_key, mix64_array
 from streammix.dataset.config import MixingConfig
 
 _PURPOSE_CHOOSE = 0x43484F4F  # "CHOO": keys the subset a fractional choose/repeat keeps
@@ -225,15 +225,7 @@ def choose_counts(num_samples: int, choose: int, *, seed: int, domain: int) -> n
     counts = np.full(num_samples, full, dtype=np.int64)
     if extra:
         key = np.uint64(derive_key(seed, _PURPOSE_CHOOSE, domain))
-        hashes = _mix64(np.arange(num_samples, dtype=np.uint64) ^ key)
+        hashes = mix64_array(np.arange(num_samples, dtype=np.uint64) ^ key)
         counts[np.argsort(hashes, kind="stable")[:extra]] += 1
     return counts
 
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on an array (``streammix.core.rng.mix64``, vectorized)."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
