@@ -9,10 +9,17 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
 - ``Stream(repeat=...)`` / ``Stream(choose=...)``: per-sample repeat counts inside the
   domain (``MixingConfig.sample_counts`` is the other way; both is an error). ``choose =
   k * n + m`` on ``n`` samples gives every sample ``k`` copies per pass and ``m`` samples one
-  more: a subset drawn once per run from the order's seed (a keyed hash per sample), the
-  same in every pass and epoch. That is upstream's ``sampling_method='fixed'``; upstream's
-  ``'balanced'`` redraws the subset each epoch, which streammix does not do, so an explicit
-  ``sampling_method='balanced'`` with a stream that needs a subset is refused.
+  more: with ``sampling_method='fixed'`` (or left out) a subset drawn once per run from the
+  order's seed (a keyed hash per sample), the same in every pass and epoch; with
+  ``sampling_method='balanced'`` (upstream's default, honoured when given) a new subset of
+  ``m`` every pass (:mod:`streammix.core.passes`, resampled passes).
+- ``sampling_method`` given (either value) where upstream's weighting chooses per-stream
+  subsets without ``repeat``/``choose`` (``epoch_size`` given, or ``Stream(proportion=...)``):
+  upstream's per-stream ``choose`` becomes the counts as above, at natural weights, so an
+  epoch is one pass of every domain: the same samples every epoch (``'fixed'``) or a new
+  draw of the same per-domain counts (``'balanced'``). Left out, ``epoch_size`` and
+  proportions keep the streammix meaning (weights over whole passes, epochs cut from the
+  endless order).
 - ``shuffle``: not given or True, the streammix shuffled passes; ``shuffle=False``, passes in
   shard order with samples in order (the domains are still blended by the interleave).
 - ``batching_method``: ``'random'`` (upstream's default) and ``'stratified'`` (every global
@@ -188,7 +195,7 @@ def stream_domain_weights(streams: Sequence[Any], names: Sequence[str],
 
 def stream_sample_counts(streams: Sequence[Any], names: Sequence[str],
                          samples_per_stream: Sequence[int], *, mixing: MixingConfig,
-                         options: UpstreamOptions, seed: int) -> dict[str, np.ndarray | None]:
+                         seed: int) -> dict[str, np.ndarray | None]:
     """Per-sample repeat counts from ``Stream(repeat=...)``/``Stream(choose=...)``.
 
     Upstream has already turned either into ``stream.choose`` (samples per epoch). A stream
@@ -200,17 +207,25 @@ def stream_sample_counts(streams: Sequence[Any], names: Sequence[str],
     counts: dict[str, np.ndarray | None] = {}
     for d, (name, stream, n) in enumerate(zip(names, streams, samples_per_stream)):
         choose, n = int(stream.choose), int(n)
-        if choose == n:
-            counts[name] = None
-            continue
-        if choose % n and options.sampling_method == "balanced":
-            raise ValueError(
-                f"stream {name!r} chooses {choose} of {n} samples: streammix keeps the same "
-                "subset in every epoch (sampling_method='fixed'); it does not redraw it per "
-                "epoch as sampling_method='balanced' does. Pass sampling_method='fixed' (or "
-                "leave it out), or give a whole-number repeat")
-        counts[name] = choose_counts(n, choose, seed=seed, domain=d)
+        counts[name] = None if choose == n else choose_counts(n, choose, seed=seed, domain=d)
     return counts
+
+
+def upstream_chose_subsets(streams: Sequence[Any], samples_per_stream: Sequence[int]) -> bool:
+    """Whether upstream's weighting (after its constructor) draws other than every sample
+    once per epoch from some stream (``choose != samples``)."""
+    return any(int(s.choose) != int(n) for s, n in zip(streams, samples_per_stream))
+
+
+def resampled_domains(streams: Sequence[Any], names: Sequence[str],
+                      samples_per_stream: Sequence[int], options: UpstreamOptions
+                      ) -> frozenset[str]:
+    """Domains whose extra copies are redrawn every pass: ``sampling_method='balanced'``
+    given, and a fractional ``choose`` (not a whole number of copies of every sample)."""
+    if options.sampling_method != "balanced":
+        return frozenset()
+    return frozenset(name for name, s, n in zip(names, streams, samples_per_stream)
+                     if int(s.choose) % int(n))
 
 
 def choose_counts(num_samples: int, choose: int, *, seed: int, domain: int) -> np.ndarray:

@@ -79,15 +79,19 @@ def test_repeat_with_a_samplemix_plan_is_refused(mds_domains, tmp_path) -> None:
               mixing={"sample_counts": str(tmp_path / "plan.npz")})
 
 
-def test_sampling_method_fixed_is_honoured_and_balanced_subsets_refused(mds_domains) -> None:
+def test_sampling_method_fixed_is_the_default_and_balanced_without_subsets_changes_nothing(
+        mds_domains) -> None:
     fixed = _make(mds_domains, stream_args=[{}, {}, {"choose": 10}], sampling_method="fixed")
     assert fixed.epoch_size == 190
+    served = _ids(fixed)
     del fixed
-    with pytest.raises(ValueError, match="sampling_method='fixed'"):
-        _make(mds_domains, stream_args=[{}, {}, {"choose": 10}], sampling_method="balanced")
+    assert _ids(_make(mds_domains, stream_args=[{}, {}, {"choose": 10}])) == served
     # balanced without a subset (whole repeats) is the same order
-    assert _make(mds_domains, stream_args=[{"repeat": 2}, {}, {}],
-                 sampling_method="balanced").epoch_size == 336
+    whole = _make(mds_domains, stream_args=[{"repeat": 2}, {}, {}], sampling_method="balanced")
+    assert whole.epoch_size == 336 and not whole.resampled
+    served = _ids(whole)
+    del whole
+    assert _ids(_make(mds_domains, stream_args=[{"repeat": 2}, {}, {}])) == served
 
 
 # ---------------------------------------------------------------- shuffle, batching
