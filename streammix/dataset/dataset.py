@@ -45,7 +45,7 @@ from streaming.base.world import World
 from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
 from streammix.core.partition import device_batch_span
 from streammix.core.schedule import Schedule
-from streammix.dataset.batches import EpochBatchesMixin
+from streammix.dataset.batches import EpochBatchesMixin, per_stream_groups
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.documents import LOCAL_STATE, DocumentTokens
@@ -265,11 +265,17 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
                 "leave sampling_method out (epochs cut from the endless order)")
         self.canonical_nodes = canonical_nodes
         self.num_canonical_nodes = canonical_nodes  # upstream's attribute and state key
+        # per-stream batching: the order's positions are whole batches (one interleave);
+        # the canonical slices cut each batch (EpochBatchesMixin._per_stream_samples)
+        order_nodes = 1 if self.per_stream else canonical_nodes
+        if self.per_stream and canonical_nodes > 1:
+            self.per_stream_groups = per_stream_groups(self.domain_names, self.layouts,
+                                                       canonical_nodes)
         self.order_config = OrderConfig(
             seed=self.order_seed, window_shards=self.mixing.window_shards,
             interleave=self.mixing.interleave, shuffle=self.upstream_options.shuffle,
-            canonical_nodes=canonical_nodes,
-            global_batch_size=self.global_batch_size if canonical_nodes > 1 else None)
+            canonical_nodes=order_nodes,
+            global_batch_size=self.global_batch_size if order_nodes > 1 else None)
         self._schedule_cache = None
 
     def _init_epoch(self, epoch_size: int, world: World) -> None:
