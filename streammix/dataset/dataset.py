@@ -42,7 +42,7 @@ import numpy as np
 from streaming import Stream, StreamingDataset
 from streaming.base.world import World
 
-from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
+from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig, warm_up
 from streammix.core.partition import device_batch_span
 from streammix.core.schedule import Schedule
 from streammix.dataset.batches import EpochBatchesMixin, per_stream_groups
@@ -81,6 +81,8 @@ from streammix.format.remote import node_lock
 
 __all__ = ["STATE_VERSION", "StreamMixDataset", "read_split_head"]
 MIN_MAPPED_SHARDS = 8  # shards a packed reader keeps mapped, at least (see DocumentTokens)
+
+warm_up()  # numba's target and the order's kernels, inherited by forked workers (see warm_up)
 
 
 class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
