@@ -54,6 +54,9 @@ class PackedDomainStream:
 
     def __init__(self, layout: DomainLayout, num_tokens: np.ndarray, *, seed: int, domain: int,
                  window_shards: int, separator_length: int, shuffle: bool = True) -> None:
+        if layout.resample:
+            raise ValueError("packing needs passes that all hold the same tokens: a domain "
+                             "whose extra copies are redrawn per pass (resample) cannot be packed")
         self.tables = PassTables(layout, seed=seed, domain=domain, window_shards=window_shards,
                                  shuffle=shuffle)
         self.spans = _spans(num_tokens, separator_length, layout.num_samples)

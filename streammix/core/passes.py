@@ -15,6 +15,14 @@ Pass ``k`` of domain ``d`` is shuffled with shard locality:
    the counter-based RNG: for ``i = n-1 .. 1``, ``r = key(seed, PURPOSE_WINDOW, d, k, w, i)``,
    swap ``i`` with ``j = ((r >> 32) * (i + 1)) >> 32``.
 
+Resampled passes (``DomainLayout(resample=True)``, upstream's ``sampling_method='balanced'``):
+the repeat counts are ``q`` or ``q + 1`` and only their total is fixed. Pass ``k`` gives the
+extra copy to its own subset of the same size: the samples with the smallest
+``mix64(sample ^ key(seed, PURPOSE_RESAMPLE, d, groups, group, k))``, a uniform draw per
+pass (with canonical groups, inside each group, whose element total stays fixed). The
+pass's counts and shard element totals are recomputed when a reader enters another pass
+(``O(samples)`` per pass), so a pass's size, and hence element ``e``'s pass, never change.
+
 Unshuffled passes (``shuffle=False``, upstream's ``shuffle=False``) skip both steps: every
 pass lists the shards in index order and each shard's elements in sample order.
 
@@ -37,12 +45,14 @@ import numpy as np
 from streammix.core.rng import (
     PURPOSE_GROUP_SHARD_ORDER,
     PURPOSE_GROUP_WINDOW,
+    PURPOSE_RESAMPLE,
     PURPOSE_SHARD_ORDER,
     PURPOSE_WINDOW,
     derive_key,
     feistel_half_bits,
     fold_nb,
     mix64,
+    mix64_array,
     permute_index_nb,
     permute_index_reference,
 )
@@ -57,6 +67,7 @@ class DomainLayout:
 
     shard_sizes: tuple[int, ...]
     repeat_counts: np.ndarray | None = field(default=None, compare=False)
+    resample: bool = False  # redraw which samples get the extra copy in every pass
 
     def __post_init__(self) -> None:
         sizes = tuple(int(s) for s in self.shard_sizes)
@@ -76,6 +87,11 @@ class DomainLayout:
             counts = counts.astype(np.int64)
             counts.setflags(write=False)
             object.__setattr__(self, "repeat_counts", counts)
+        if self.resample and (self.repeat_counts is None or (
+                self.repeat_counts.size
+                and int(self.repeat_counts.max()) - int(self.repeat_counts.min()) > 1)):
+            raise ValueError("resample=True needs repeat_counts of q or q + 1 copies each (a "
+                             "fractional choose): the extra copies are redrawn per pass")
 
     @property
     def num_samples(self) -> int:
@@ -142,6 +158,42 @@ class PassTables:
             raise ValueError(f"a window of {largest_window} elements is too large (max 2**32 - 1)")
         self.cache_window = np.zeros(largest_window, dtype=np.int64)
         self.cache_ids = np.array([-1, -1], dtype=np.int64)  # (pass, window) held in the cache
+        self.resample = bool(layout.resample) and self.counts.size > 0 and int(
+            self.counts.max()) > int(self.counts.min())
+        if self.resample:
+            self._init_resample(seed, domain, group)
+
+    def _init_resample(self, seed: int, domain: int, group: tuple[int, int]) -> None:
+        lengths = self.piece_stop - self.piece_start
+        first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        self.group_samples = (np.arange(int(lengths.sum()), dtype=np.int64)
+                              + np.repeat(self.piece_start - first, lengths))
+        self.full_copies = int(self.counts.min())
+        self.extra_copies = self.pass_size - self.full_copies * self.group_samples.shape[0]
+        self.resample_key = derive_key(seed, PURPOSE_RESAMPLE, domain, group[1], group[0])
+        self.counts = self.counts.copy()  # this pass's counts (only the group's are used)
+        self.shard_elems = self.shard_elems.copy()
+        self.counts_pass = -1
+        most = np.minimum((self.full_copies + 1) * lengths, self.full_copies * lengths
+                          + self.extra_copies)  # a piece's elements in any pass, at most
+        largest_window = min(int(np.sort(most)[::-1][: self.window_shards].sum()),
+                             self.pass_size)
+        if largest_window >= 1 << 32:
+            raise ValueError(f"a window of {largest_window} elements is too large (max 2**32 - 1)")
+        self.cache_window = np.zeros(largest_window, dtype=np.int64)
+
+    def _use_pass(self, k: int) -> None:
+        """Make ``counts``/``shard_elems`` those of pass ``k`` (resampled passes only)."""
+        if k == self.counts_pass:
+            return
+        self.counts[self.group_samples] = self.full_copies
+        self.counts[resampled_extras(self.group_samples, self.extra_copies,
+                                     derive_key(self.resample_key, k))] += 1
+        ends = np.zeros(self.counts.shape[0] + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=ends[1:])
+        self.shard_elems[:] = ends[self.piece_stop] - ends[self.piece_start]
+        self.cache_ids[:] = -1
+        self.counts_pass = k
 
     def elements_to_samples(self, first_element: int, count: int,
                             out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
@@ -157,14 +209,34 @@ class PassTables:
             out = np.empty(count, dtype=np.int64)
         elif out.shape != (count,) or out.dtype != np.int64:
             raise ValueError(f"out must be an int64 array of length {count}")
-        if count:
-            stream_samples_nb(
-                np.int64(first_element), np.int64(self.pass_size), self.shard_elems,
-                self.piece_start, self.piece_stop, self.counts, np.int64(self.window_shards),
-                self.order_key, self.window_key, self.cache_ids, self.cache_order,
-                self.cache_prefix, self.cache_window, out, self.shuffle,
-            )  # fmt: skip
+        if count and self.resample:
+            i = 0
+            while i < count:  # pass by pass: each pass has its own counts
+                k, offset = divmod(first_element + i, self.pass_size)
+                run = min(count - i, self.pass_size - offset)
+                self._use_pass(k)
+                self._stream_samples(first_element + i, out[i:i + run])
+                i += run
+        elif count:
+            self._stream_samples(first_element, out)
         return out
+
+    def _stream_samples(self, first_element: int, out: np.ndarray) -> None:
+        stream_samples_nb(
+            np.int64(first_element), np.int64(self.pass_size), self.shard_elems,
+            self.piece_start, self.piece_stop, self.counts, np.int64(self.window_shards),
+            self.order_key, self.window_key, self.cache_ids, self.cache_order,
+            self.cache_prefix, self.cache_window, out, self.shuffle,
+        )  # fmt: skip
+
+
+def resampled_extras(samples: np.ndarray, extra: int, key: int) -> np.ndarray:
+    """The ``extra`` of ``samples`` (distinct ids) with the smallest ``mix64(sample ^ key)``
+    (``mix64`` is a bijection, so there are no ties): one pass's extra copies."""
+    if extra <= 0:
+        return samples[:0]
+    hashes = mix64_array(samples.astype(np.uint64) ^ np.uint64(key))
+    return samples[np.argpartition(hashes, extra - 1)[:extra]]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -253,8 +325,16 @@ def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: 
     if pieces is None:
         first_sample = [sum(sizes[:s]) for s in range(len(sizes))]
         pieces = [(first_sample[s], first_sample[s] + sizes[s]) for s in range(len(sizes))]
-    shard_elements = [[i for i in range(a, b) for _ in range(counts[i])] for a, b in pieces]
     index, num_groups = group
+    if layout.resample and len(set(counts)) > 1:  # this pass's extra copies, drawn anew
+        members = [i for a, b in pieces for i in range(a, b)]
+        full = min(counts)
+        extra = sum(counts[i] for i in members) - full * len(members)
+        key = derive_key(derive_key(seed, PURPOSE_RESAMPLE, domain, num_groups, index),
+                         pass_index)
+        chosen = set(sorted(members, key=lambda i: mix64(i ^ key))[:extra])
+        counts = [full + (i in chosen) for i in range(len(counts))]
+    shard_elements = [[i for i in range(a, b) for _ in range(counts[i])] for a, b in pieces]
     if num_groups == 1:
         order_parts, window_parts = (PURPOSE_SHARD_ORDER, domain), (PURPOSE_WINDOW, domain)
     else:

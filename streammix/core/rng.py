@@ -36,6 +36,7 @@ PURPOSE_SPLIT = 6
 PURPOSE_TOPICS = 7
 PURPOSE_GROUP_SHARD_ORDER = 8
 PURPOSE_GROUP_WINDOW = 9
+PURPOSE_RESAMPLE = 10  # the extra-copy subset of a pass redrawn per pass ('balanced')
 
 
 def mix64(x: int) -> int:
@@ -44,6 +45,15 @@ def mix64(x: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
     return z ^ (z >> 31)
+
+
+def mix64_array(x: np.ndarray) -> np.ndarray:
+    """:func:`mix64` of every element of a ``uint64`` array (vectorized, wrapping)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(GOLDEN_GAMMA)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def derive_key(seed: int, *parts: int) -> int:

@@ -3,15 +3,16 @@ and per-stream batching (the interleave run over global batches)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from streaming.base.world import World
 
+from streammix.core.groups import DomainGroups, split_domain
 from streammix.core.order import GlobalOrder
 from streammix.core.partition import device_batch_span, worker_batches
-from streammix.core.passes import PassTables
+from streammix.core.passes import DomainLayout, PassTables
 
 
 class EpochBatchesMixin:
@@ -68,12 +69,17 @@ class EpochBatchesMixin:
         """Per-stream batching: the order's position ``b`` is global batch ``b``.
 
         Batch ``b`` comes from the domain the interleave gives position ``b``; if that domain
-        served ``c`` batches before, the batch reads elements ``[c * G, c * G + size)`` of the
+        served ``j`` batches before, the batch reads elements ``[j * G, j * G + size)`` of the
         domain's stream of passes (a partial last batch leaves the rest of its run unread).
+        With ``C > 1`` canonical nodes the position with residue ``r = p % G`` is in slice
+        ``c = r // S`` (``S = G / C``) and reads element ``j * S + r - c * S`` of group ``c``'s
+        stream of passes, so a node reads only its groups' shards.
         """
         index, start, _ = batch
         cursors = order.cursors_at(index)  # before samples(): forward reads stay cheap
         domain = int(order.samples(index, index + 1)[0][0])
+        if self.canonical_nodes > 1:
+            return self._per_stream_slices(domain, int(cursors[domain]), positions, state)
         if state.get("tables") is None:
             state["tables"] = [PassTables(layout, seed=self.order_seed, domain=d,
                                           window_shards=self.mixing.window_shards,
@@ -84,3 +90,43 @@ class EpochBatchesMixin:
         run = state["tables"][domain].elements_to_samples(first, int(offsets[-1] - offsets[0]) + 1)
         domains = np.full(positions.shape[0], domain, dtype=np.int32)
         return domains, run[offsets - offsets[0]]
+
+    def _per_stream_slices(self, domain: int, served: int, positions: np.ndarray,
+                           state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``_per_stream_samples`` with ``C > 1``: each slice from its own group's passes."""
+        C, G = self.canonical_nodes, self._require_batch_size()
+        S = G // C
+        if state.get("group_tables") is None:
+            state["group_tables"] = [
+                [PassTables(layout, seed=self.order_seed, domain=d,
+                            window_shards=self.mixing.window_shards,
+                            pieces=self.per_stream_groups[d].pieces[c],
+                            piece_elements=self.per_stream_groups[d].piece_elements[c],
+                            group=(c, C), shuffle=self.upstream_options.shuffle)
+                 for d, layout in enumerate(self.layouts)]
+                for c in range(C)]
+        residues = positions % G
+        slices = residues // S
+        local = np.empty(positions.shape[0], dtype=np.int64)
+        for c in np.unique(slices).tolist():
+            mask = slices == c
+            within = residues[mask] - c * S
+            lo = int(within.min())
+            run = state["group_tables"][c][domain].elements_to_samples(
+                served * S + lo, int(within.max()) - lo + 1)
+            local[mask] = run[within - lo]
+        return np.full(positions.shape[0], domain, dtype=np.int32), local
+
+
+def per_stream_groups(names: Sequence[str], layouts: Sequence[DomainLayout],
+                      canonical_nodes: int) -> list[DomainGroups]:
+    """Each domain's ``C`` canonical groups for per-stream batching; every domain with
+    samples must give every group some (a group reads a slice of each of its batches)."""
+    groups = [split_domain(layout, canonical_nodes) for layout in layouts]
+    for name, layout, domain_groups in zip(names, layouts, groups):
+        if layout.pass_size and min(domain_groups.elements) == 0:
+            raise ValueError(
+                f"domain {name!r}: its {layout.pass_size} elements cannot fill "
+                f"{canonical_nodes} canonical groups (some group is empty): use fewer "
+                "canonical nodes")
+    return groups

@@ -55,8 +55,8 @@ class MixingConfig:
             slices and slice ``c`` reads only the ``c``-th part of each domain's shards, so
             physical node ``n`` of ``N`` downloads about ``1/N`` of the data per epoch. None
             = the checkpoint's when resuming, else the number of physical nodes at this first
-            start (upstream's default for its py1e shuffle); 1 for packing and per-stream
-            batching, which do not support more yet. Keep it fixed for the whole run: ``C``
+            start (upstream's default for its py1e shuffle); 1 for packing, which does not
+            support more yet. Keep it fixed for the whole run: ``C``
             changes the order. ``N`` must divide ``C`` (or ``C`` divide ``N``).
         interleave: ``"greedy"`` (Megatron's deterministic blending) or ``"random"``.
         weight_updates: ``"static"`` (no online changes), ``"exact"`` (a worker waits for

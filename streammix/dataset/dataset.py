@@ -42,10 +42,10 @@ import numpy as np
 from streaming import Stream, StreamingDataset
 from streaming.base.world import World
 
-from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig
+from streammix.core.order import DomainLayout, GlobalOrder, OrderConfig, warm_up
 from streammix.core.partition import device_batch_span
 from streammix.core.schedule import Schedule
-from streammix.dataset.batches import EpochBatchesMixin
+from streammix.dataset.batches import EpochBatchesMixin, per_stream_groups
 from streammix.dataset.channel import WeightChannel
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.documents import LOCAL_STATE, DocumentTokens
@@ -63,18 +63,26 @@ from streammix.dataset.packing import (
     domain_streams,
 )
 from streammix.dataset.resume import STATE_VERSION, ResumeMixin
-from streammix.dataset.sources import DomainSources, resolve_sources
+from streammix.dataset.sources import (
+    DomainSources,
+    registered_stream_factory,
+    resolve_sources,
+)
 from streammix.dataset.upstream_args import (
     check_stratified_batches,
     check_upstream_kwargs,
     given_stream_weighting,
+    resampled_domains,
     stream_domain_weights,
     stream_sample_counts,
+    upstream_chose_subsets,
 )
 from streammix.format.remote import node_lock
 
 __all__ = ["STATE_VERSION", "StreamMixDataset", "read_split_head"]
 MIN_MAPPED_SHARDS = 8  # shards a packed reader keeps mapped, at least (see DocumentTokens)
+
+warm_up()  # numba's target and the order's kernels, inherited by forked workers (see warm_up)
 
 
 class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
@@ -97,6 +105,8 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             local=kwargs.pop("local", None), remote=kwargs.pop("remote", None),
             streams=kwargs.pop("streams", None), split=self.mixing.split,
             domains=self.mixing.domains, upstream_split=kwargs.get("split"),
+            make_stream=registered_stream_factory(kwargs.get("stream_name", "stream"),
+                                                  kwargs.get("stream_config")),
         )
         weighting = given_stream_weighting(sources.streams)
         self._streammix_epoch_size_given = kwargs.get("epoch_size") is not None
@@ -156,16 +166,40 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
         return self.global_batch_size
 
     def _counts_and_weights(self, sources: DomainSources, weighting: str) -> tuple:
-        mixing = self.mixing
+        """Per-sample counts and domain weights from the streams' weighting and ``mixing``.
+
+        Upstream's per-stream ``choose`` becomes per-sample counts for ``repeat``/``choose``,
+        and, when ``sampling_method`` is given, for ``epoch_size`` and proportions too (at
+        natural weights over the counts: an epoch is then one pass of every domain).
+        """
+        mixing, options = self.mixing, self.upstream_options
+        per_stream = self.samples_per_stream.tolist()
+        self.epoch_is_one_pass = False  # upstream's per-epoch subsets: one pass is one epoch
+        self.resampled = resampled_domains(self.streams, self.domain_names, per_stream, options)
+        if weighting != "absolute" and options.sampling_method is not None and \
+                upstream_chose_subsets(self.streams, per_stream):
+            if mixing.domain_weights is not None:
+                raise ValueError(
+                    f"sampling_method={options.sampling_method!r} with epoch_size or "
+                    "Stream(proportion=...) draws upstream's per-stream subsets at their "
+                    "proportions; MixingConfig(domain_weights=...) would weight them again. "
+                    "Give the weights as Stream(proportion=...), or leave sampling_method out "
+                    "(weights over whole passes, epochs cut from the endless order)")
+            weighting = "absolute"
+            self.epoch_is_one_pass = True
         if weighting == "absolute":
-            counts = stream_sample_counts(
-                self.streams, self.domain_names, self.samples_per_stream.tolist(),
-                mixing=mixing, options=self.upstream_options, seed=self.order_seed)
+            counts = stream_sample_counts(self.streams, self.domain_names, per_stream,
+                                          mixing=mixing, seed=self.order_seed)
         else:
             counts = sources.load_sample_counts(mixing.sample_counts)
         weights = mixing.domain_weights
         if weighting == "relative":
             weights = stream_domain_weights(self.streams, self.domain_names, mixing)
+        if self.resampled and mixing.sequence_length is not None:
+            raise ValueError(
+                "sampling_method='balanced' redraws a fractional choose's subset every pass, "
+                "and packing needs passes that hold the same tokens: pass "
+                "sampling_method='fixed' (one subset for the run) to pack")
         return counts, weights
 
     def _init_order(self, sources: DomainSources, weighting: str = "none") -> None:
@@ -181,6 +215,7 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             layouts.append(DomainLayout(
                 shard_sizes=tuple(int(x) for x in self.samples_per_shard[begin:end]),
                 repeat_counts=None if counts is None else counts.get(name),
+                resample=name in self.resampled,
             ))
         pass_sizes = np.array([layout.pass_size for layout in layouts], dtype=np.int64)
         if pass_sizes.sum() <= 0:
@@ -223,13 +258,26 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
         check_supported(canonical_nodes, packing=self.mixing.sequence_length is not None,
                         per_stream=self.per_stream, global_batch_size=self.global_batch_size)
         check_physical_nodes(self._parallel_rank_world.num_nodes, canonical_nodes)
+        if canonical_nodes > 1 and self.epoch_is_one_pass:
+            raise ValueError(
+                f"sampling_method={self.upstream_options.sampling_method!r} with epoch_size or "
+                "proportions serves upstream's per-stream subsets, one pass of each domain per "
+                f"epoch, with canonical_nodes=1 only: with {canonical_nodes} canonical nodes an "
+                "epoch is not one pass of each node's group. Pass num_canonical_nodes=1, or "
+                "leave sampling_method out (epochs cut from the endless order)")
         self.canonical_nodes = canonical_nodes
         self.num_canonical_nodes = canonical_nodes  # upstream's attribute and state key
+        # per-stream batching: the order's positions are whole batches (one interleave);
+        # the canonical slices cut each batch (EpochBatchesMixin._per_stream_samples)
+        order_nodes = 1 if self.per_stream else canonical_nodes
+        if self.per_stream and canonical_nodes > 1:
+            self.per_stream_groups = per_stream_groups(self.domain_names, self.layouts,
+                                                       canonical_nodes)
         self.order_config = OrderConfig(
             seed=self.order_seed, window_shards=self.mixing.window_shards,
             interleave=self.mixing.interleave, shuffle=self.upstream_options.shuffle,
-            canonical_nodes=canonical_nodes,
-            global_batch_size=self.global_batch_size if canonical_nodes > 1 else None)
+            canonical_nodes=order_nodes,
+            global_batch_size=self.global_batch_size if order_nodes > 1 else None)
         self._schedule_cache = None
 
     def _init_epoch(self, epoch_size: int, world: World) -> None:
@@ -292,6 +340,8 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             layout["shuffle"] = False  # only when set: fingerprints of shuffled runs unchanged
         if self.per_stream:
             layout["batching"] = "per_stream"
+        if self.resampled:  # only when set: fingerprints of other runs unchanged
+            layout["resampled"] = sorted(self.resampled)
         digest.update(json.dumps(layout, sort_keys=True).encode())
         if counts is not None:
             for name in self.domain_names:

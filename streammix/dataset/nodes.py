@@ -21,8 +21,10 @@ Choosing ``C``, in this order:
    can grow to any number of nodes (without node-local reads); pass ``canonical_nodes`` to
    plan for more.
 
-Packing and per-stream batching run with ``C = 1`` (their order has no canonical slices
-yet); asking for more there is an error rather than a silent ``C = 1``.
+Packing runs with ``C = 1`` (its order has no canonical slices yet); asking for more there
+is an error rather than a silent ``C = 1``. Per-stream batching keeps one interleave over
+whole global batches and cuts each batch into ``C`` slices, slice ``c`` reading the ``c``-th
+group of its domain (``EpochBatchesMixin._per_stream_samples``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from streammix.core.schedule import canonical_slice_size
 def choose_canonical_nodes(*, given: int | None, num_nodes: int, packing: bool,
                            per_stream: bool, global_batch_size: int | None) -> int:
     """``C`` for a first start (see the module docstring); checks a given one."""
-    supported = not packing and not per_stream
+    supported = not packing
     if given is not None:
         check_supported(given, packing=packing, per_stream=per_stream,
                         global_batch_size=global_batch_size)
@@ -68,9 +70,6 @@ def check_order_supports(canonical_nodes: int | None, *, packing: bool,
         raise ValueError(f"canonical_nodes={canonical_nodes}: packing (sequence_length) does not "
                          "support canonical nodes yet; use canonical_nodes=1 (every node then "
                          "reads all shards)")
-    if per_stream:
-        raise ValueError(f"canonical_nodes={canonical_nodes}: batching_method='per_stream' does "
-                         "not support canonical nodes yet; use canonical_nodes=1")
 
 
 def check_physical_nodes(num_nodes: int, canonical_nodes: int) -> None:

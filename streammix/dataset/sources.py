@@ -22,9 +22,10 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from streaming import Stream
@@ -34,6 +35,28 @@ from streammix.format import sidecar as sidecar_format
 from streammix.format.remote import RemoteFileMissing, fetch_file
 
 INDEX_NAME = "index.json"
+StreamFactory = Callable[..., Stream]  # (local=..., remote=...) -> a Stream
+
+
+def registered_stream_factory(stream_name: str, stream_config: Mapping[str, Any] | None
+                              ) -> StreamFactory:
+    """Upstream's ``stream_name``/``stream_config``: the class registered under
+    ``stream_name`` in ``streams_registry``, made with ``stream_config`` plus each domain's
+    ``local``/``remote`` (those two are the domain's, as upstream sets the dataset's)."""
+    if stream_name == "stream" and not stream_config:
+        return Stream
+    from streaming.base.registry_utils import construct_from_registry
+    from streaming.base.stream import streams_registry
+
+    config = dict(stream_config or {})
+
+    def make(*, local: str, remote: str | None) -> Stream:
+        return construct_from_registry(
+            name=stream_name, registry=streams_registry, partial_function=False,
+            pre_validation_function=None, post_validation_function=None,
+            kwargs=dict(config, local=local, remote=remote))
+
+    return make
 
 
 class BuildLayoutError(ValueError):
@@ -128,7 +151,8 @@ def _relative(path: Path, root: Path) -> str:
 def resolve_sources(*, local: str | os.PathLike | None, remote: str | None,
                     streams: Sequence[Stream] | None, split: str,
                     domains: Sequence[str] | None,
-                    upstream_split: str | None = None) -> DomainSources:
+                    upstream_split: str | None = None,
+                    make_stream: StreamFactory = Stream) -> DomainSources:
     """The domains of a dataset from ``streams=[...]``, a build, or plain MDS folders.
 
     ``local``/``remote`` name, in this order of precedence: a streammix build (has
@@ -136,7 +160,8 @@ def resolve_sources(*, local: str | os.PathLike | None, remote: str | None,
     of MDS folders (one domain per subfolder with an ``index.json``, named by the subfolder;
     on a remote, which cannot be listed, ``MixingConfig.domains`` names the subfolders).
     ``upstream_split`` is upstream's ``split=``: a plain MDS folder's index is then in
-    ``<folder>/<split>/``, as upstream reads it.
+    ``<folder>/<split>/``, as upstream reads it. ``make_stream(local=, remote=)`` makes each
+    domain's Stream (upstream's ``stream_name``: see :func:`registered_stream_factory`).
     """
     if streams is not None:
         if local is not None or remote is not None:
@@ -149,8 +174,8 @@ def resolve_sources(*, local: str | os.PathLike | None, remote: str | None,
     try:
         fetch_file(remote, local, manifest_format.MANIFEST_NAME)
     except RemoteFileMissing:
-        return _from_plain_mds(local, remote, split, domains, upstream_split or "")
-    return _from_build(local, remote, split, domains)
+        return _from_plain_mds(local, remote, split, domains, upstream_split or "", make_stream)
+    return _from_build(local, remote, split, domains, make_stream)
 
 
 def temporary_local(remote: str) -> str:
@@ -193,7 +218,8 @@ def _from_streams(streams: tuple[Stream, ...], domains: Sequence[str] | None) ->
 
 
 def _from_plain_mds(local: str, remote: str | None, split: str,
-                    domains: Sequence[str] | None, sub: str) -> DomainSources:
+                    domains: Sequence[str] | None, sub: str,
+                    make_stream: StreamFactory) -> DomainSources:
     """One plain MDS folder (one domain) or a folder of MDS folders (one domain each)."""
     if split == "val":
         raise ValueError(f"MixingConfig(split='val') needs a streammix build (its held-out "
@@ -210,7 +236,7 @@ def _from_plain_mds(local: str, remote: str | None, split: str,
             raise ValueError(f"{local} is one MDS folder, so one domain: MixingConfig.domains "
                              f"may give its one name, got {list(domains)}")
         name = domains[0] if domains is not None else os.path.basename(os.path.normpath(local))
-        return DomainSources((name,), (Stream(local=local, remote=remote),),
+        return DomainSources((name,), (make_stream(local=local, remote=remote),),
                              (joined(local),), (joined(remote),))
     names = tuple(domains) if domains is not None else _mds_subfolders(local, remote, sub)
     for name in names:
@@ -219,8 +245,8 @@ def _from_plain_mds(local: str, remote: str | None, split: str,
         except RemoteFileMissing:
             raise ValueError(f"domain {name!r}: {joined(remote, name) or joined(local, name)} "
                              f"has no {INDEX_NAME} (not an MDS folder)") from None
-    streams = tuple(Stream(local=os.path.join(local, n),
-                           remote=None if remote is None else os.path.join(remote, n))
+    streams = tuple(make_stream(local=os.path.join(local, n),
+                                remote=None if remote is None else os.path.join(remote, n))
                     for n in names)
     return DomainSources(names, streams, tuple(joined(local, n) for n in names),
                          tuple(joined(remote, n) for n in names))
@@ -244,7 +270,7 @@ def _mds_subfolders(local: str, remote: str | None, sub: str) -> tuple[str, ...]
 
 
 def _from_build(local: str, remote: str | None, split: str,
-                domains: Sequence[str] | None) -> DomainSources:
+                domains: Sequence[str] | None, make_stream: StreamFactory) -> DomainSources:
     manifest = manifest_format.read_manifest(local)
     available = manifest.domain_names
     chosen = tuple(domains) if domains is not None else available
@@ -261,7 +287,7 @@ def _from_build(local: str, remote: str | None, split: str,
     dirs = [_relative(e.val_dir if split == "val" else e.dir, manifest.out) for e in entries]
     locals_ = tuple(os.path.join(local, d) for d in dirs)
     remotes = tuple(None if remote is None else os.path.join(remote, d) for d in dirs)
-    built = tuple(Stream(local=lo, remote=re) for lo, re in zip(locals_, remotes))
+    built = tuple(make_stream(local=lo, remote=re) for lo, re in zip(locals_, remotes))
     val_dirs = []
     for entry in entries:
         val_dir = None if entry.val_dir is None else _relative(entry.val_dir, manifest.out)

@@ -9,10 +9,17 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
 - ``Stream(repeat=...)`` / ``Stream(choose=...)``: per-sample repeat counts inside the
   domain (``MixingConfig.sample_counts`` is the other way; both is an error). ``choose =
   k * n + m`` on ``n`` samples gives every sample ``k`` copies per pass and ``m`` samples one
-  more: a subset drawn once per run from the order's seed (a keyed hash per sample), the
-  same in every pass and epoch. That is upstream's ``sampling_method='fixed'``; upstream's
-  ``'balanced'`` redraws the subset each epoch, which streammix does not do, so an explicit
-  ``sampling_method='balanced'`` with a stream that needs a subset is refused.
+  more: with ``sampling_method='fixed'`` (or left out) a subset drawn once per run from the
+  order's seed (a keyed hash per sample), the same in every pass and epoch; with
+  ``sampling_method='balanced'`` (upstream's default, honoured when given) a new subset of
+  ``m`` every pass (:mod:`streammix.core.passes`, resampled passes).
+- ``sampling_method`` given (either value) where upstream's weighting chooses per-stream
+  subsets without ``repeat``/``choose`` (``epoch_size`` given, or ``Stream(proportion=...)``):
+  upstream's per-stream ``choose`` becomes the counts as above, at natural weights, so an
+  epoch is one pass of every domain: the same samples every epoch (``'fixed'``) or a new
+  draw of the same per-domain counts (``'balanced'``). Left out, ``epoch_size`` and
+  proportions keep the streammix meaning (weights over whole passes, epochs cut from the
+  endless order).
 - ``shuffle``: not given or True, the streammix shuffled passes; ``shuffle=False``, passes in
   shard order with samples in order (the domains are still blended by the interleave).
 - ``batching_method``: ``'random'`` (upstream's default) and ``'stratified'`` (every global
@@ -26,6 +33,9 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   (``MixingConfig.canonical_nodes`` is the other way to say it; giving both differently is
   an error). Upstream's meaning carries over: the order depends on ``C``, not on the
   physical nodes, and each node reads its own part of the shards.
+- ``stream_name``/``stream_config``: the Streams made from ``local``/``remote`` (one per
+  domain) are instances of the class registered under ``stream_name`` in upstream's
+  ``streams_registry``, made with ``stream_config``; with ``streams=[...]`` they are refused.
 - shuffle and partition knobs that the streammix order replaces (``shuffle_algo``,
   ``shuffle_block_size``, ``partition_algo``, ``sampling_granularity``, ``replication``) are
   refused unless given at upstream's default.
@@ -39,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from streammix.core.rng import derive_key
+from streammix.core.rng import derive_key, mix64_array
 from streammix.dataset.config import MixingConfig
 
 _PURPOSE_CHOOSE = 0x43484F4F  # "CHOO": keys the subset a fractional choose/repeat keeps
@@ -59,10 +69,6 @@ REFUSED_UNLESS_DEFAULT: dict[str, tuple[tuple[Any, ...], str]] = {
                                    "comes from MixingConfig(window_shards=...)"),
     "replication": ((None,), "streammix gives every rank its own slice of the global batch; "
                              "replicate batches in the training loop instead"),
-    "stream_name": (("stream",), "StreamMixDataset builds plain upstream Streams; give your "
-                                 "own as streams=[...]"),
-    "stream_config": ((None,), "StreamMixDataset builds plain upstream Streams; give your "
-                               "own as streams=[...]"),
 }
 BATCHING_METHODS = ("random", "stratified", "per_stream")
 SAMPLING_METHODS = ("balanced", "fixed")
@@ -112,11 +118,26 @@ def check_upstream_kwargs(kwargs: Mapping[str, Any], mixing: MixingConfig) -> Up
     if sampling is not None and sampling not in SAMPLING_METHODS:
         raise ValueError(f"Invalid sampling method: {sampling!r}; sampling_method must be one "
                          f"of {SAMPLING_METHODS}")
+    _check_stream_class(kwargs)
     shuffle = kwargs.get("shuffle", True)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
     return UpstreamOptions(shuffle=shuffle, batching_method=batching, sampling_method=sampling,
                            canonical_nodes=_canonical_nodes(kwargs, mixing))
+
+
+def _check_stream_class(kwargs: Mapping[str, Any]) -> None:
+    """``stream_name``/``stream_config`` make the Streams of ``local``/``remote``, as upstream;
+    with ``streams=[...]`` upstream ignores them, streammix refuses them."""
+    name, config = kwargs.get("stream_name", "stream"), kwargs.get("stream_config")
+    if not isinstance(name, str):
+        raise TypeError(f"stream_name must be a str (a name in streams_registry), got {name!r}")
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"stream_config must be a dict of Stream arguments, got {config!r}")
+    if kwargs.get("streams") is not None and (name != "stream" or config):
+        raise ValueError(
+            f"stream_name={name!r}/stream_config apply to the Streams made from local/remote; "
+            "with streams=[...] make the streams as instances of your Stream class instead")
 
 
 def _canonical_nodes(kwargs: Mapping[str, Any], mixing: MixingConfig) -> int | None:
@@ -174,7 +195,7 @@ def stream_domain_weights(streams: Sequence[Any], names: Sequence[str],
 
 def stream_sample_counts(streams: Sequence[Any], names: Sequence[str],
                          samples_per_stream: Sequence[int], *, mixing: MixingConfig,
-                         options: UpstreamOptions, seed: int) -> dict[str, np.ndarray | None]:
+                         seed: int) -> dict[str, np.ndarray | None]:
     """Per-sample repeat counts from ``Stream(repeat=...)``/``Stream(choose=...)``.
 
     Upstream has already turned either into ``stream.choose`` (samples per epoch). A stream
@@ -186,17 +207,25 @@ def stream_sample_counts(streams: Sequence[Any], names: Sequence[str],
     counts: dict[str, np.ndarray | None] = {}
     for d, (name, stream, n) in enumerate(zip(names, streams, samples_per_stream)):
         choose, n = int(stream.choose), int(n)
-        if choose == n:
-            counts[name] = None
-            continue
-        if choose % n and options.sampling_method == "balanced":
-            raise ValueError(
-                f"stream {name!r} chooses {choose} of {n} samples: streammix keeps the same "
-                "subset in every epoch (sampling_method='fixed'); it does not redraw it per "
-                "epoch as sampling_method='balanced' does. Pass sampling_method='fixed' (or "
-                "leave it out), or give a whole-number repeat")
-        counts[name] = choose_counts(n, choose, seed=seed, domain=d)
+        counts[name] = None if choose == n else choose_counts(n, choose, seed=seed, domain=d)
     return counts
+
+
+def upstream_chose_subsets(streams: Sequence[Any], samples_per_stream: Sequence[int]) -> bool:
+    """Whether upstream's weighting (after its constructor) draws other than every sample
+    once per epoch from some stream (``choose != samples``)."""
+    return any(int(s.choose) != int(n) for s, n in zip(streams, samples_per_stream))
+
+
+def resampled_domains(streams: Sequence[Any], names: Sequence[str],
+                      samples_per_stream: Sequence[int], options: UpstreamOptions
+                      ) -> frozenset[str]:
+    """Domains whose extra copies are redrawn every pass: ``sampling_method='balanced'``
+    given, and a fractional ``choose`` (not a whole number of copies of every sample)."""
+    if options.sampling_method != "balanced":
+        return frozenset()
+    return frozenset(name for name, s, n in zip(names, streams, samples_per_stream)
+                     if int(s.choose) % int(n))
 
 
 def choose_counts(num_samples: int, choose: int, *, seed: int, domain: int) -> np.ndarray:
@@ -211,15 +240,7 @@ def choose_counts(num_samples: int, choose: int, *, seed: int, domain: int) -> n
     counts = np.full(num_samples, full, dtype=np.int64)
     if extra:
         key = np.uint64(derive_key(seed, _PURPOSE_CHOOSE, domain))
-        hashes = _mix64(np.arange(num_samples, dtype=np.uint64) ^ key)
+        hashes = mix64_array(np.arange(num_samples, dtype=np.uint64) ^ key)
         counts[np.argsort(hashes, kind="stable")[:extra]] += 1
     return counts
 
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on an array (``streammix.core.rng.mix64``, vectorized)."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))

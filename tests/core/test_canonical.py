@@ -347,3 +347,28 @@ def test_fast_equals_reference_on_random_layouts(shards, CG, interleave, seed, c
     assert pairs(order, 0, 20 * G) == canonical_order_reference(
         config=config, domains=domains, schedule=schedule, stop=20 * G
     )
+
+
+@pytest.mark.parametrize("C,G", [(1, 4), (2, 4), (3, 6)])
+def test_resampled_domains_equal_the_reference_and_keep_group_totals(C, G):
+    counts = np.ones(31, dtype=np.int64)
+    counts[np.arange(0, 31, 3)] += 1
+    resampled = DomainLayout(shard_sizes=(7, 9, 6, 9), repeat_counts=counts, resample=True)
+    domains = [DOMAINS[0], resampled, DOMAINS[2]]
+    config, schedule = build(C, G, changes=())
+    order = GlobalOrder(config=config, domains=domains, schedule=schedule)
+    stop = 50 * G
+    assert pairs(order, 0, stop) == canonical_order_reference(
+        config=config, domains=domains, schedule=schedule, stop=stop)
+    groups = split_domain(resampled, C)
+    for c in range(C):
+        tables = PassTables(resampled, seed=3, domain=1, window_shards=2,
+                            pieces=groups.pieces[c], group=(c, C))
+        size = tables.pass_size
+        assert size == groups.elements[c]
+        subsets = set()
+        for k in range(4):
+            served = Counter(tables.elements_to_samples(k * size, size).tolist())
+            assert sum(served.values()) == size and set(served.values()) <= {1, 2}
+            subsets.add(frozenset(i for i, n in served.items() if n == 2))
+        assert len(subsets) > 1 or groups.elements[c] - len(served) in (0, len(served))

@@ -106,3 +106,62 @@ def test_unshuffled_passes_list_shards_and_samples_in_order():
                           shuffle=False) == expected
     shuffled = PassTables(layout, seed=5, domain=1, window_shards=2)
     assert shuffled.elements_to_samples(0, len(expected)).tolist() != expected
+
+
+# ---------------------------------------------------------------- resampled passes ('balanced')
+
+
+@st.composite
+def resampled_layouts(draw):
+    sizes = draw(st.lists(st.integers(0, 12), min_size=1, max_size=9))
+    if sum(sizes) < 2:
+        sizes[0] = 2
+    full = draw(st.integers(0, 2))
+    extra = draw(st.integers(1, sum(sizes) - 1))
+    counts = np.full(sum(sizes), full, dtype=np.int64)
+    counts[np.asarray(draw(st.permutations(range(sum(sizes)))))[:extra]] += 1
+    return DomainLayout(shard_sizes=tuple(sizes), repeat_counts=counts, resample=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(resampled_layouts(), st.integers(0, 2**40), st.integers(1, 5), st.booleans(), st.data())
+def test_resampled_kernel_matches_reference(layout, seed, window, shuffle, data):
+    first = data.draw(st.integers(0, 3 * layout.pass_size))
+    count = data.draw(st.integers(0, 3 * layout.pass_size))
+    tables = PassTables(layout, seed=seed, domain=2, window_shards=window, shuffle=shuffle)
+    tables.elements_to_samples(data.draw(st.integers(0, 4 * layout.pass_size)), 3)  # any state
+    fast = tables.elements_to_samples(first, count).tolist()
+    slow = stream_reference(layout, seed=seed, domain=2, first_element=first, count=count,
+                            window_shards=window, shuffle=shuffle)  # fmt: skip
+    assert fast == slow
+
+
+def test_resampled_passes_redraw_the_extra_copies_with_fixed_totals():
+    n, full, extra = 117, 1, 40
+    counts = np.full(n, full, dtype=np.int64)
+    counts[:extra] += 1
+    layout = DomainLayout(shard_sizes=(30, 30, 30, 27), repeat_counts=counts, resample=True)
+    tables = PassTables(layout, seed=5, domain=0, window_shards=2)
+    size = layout.pass_size
+    extras = []
+    for k in range(6):
+        served = Counter(tables.elements_to_samples(k * size, size).tolist())
+        assert sum(served.values()) == size == n * full + extra
+        assert set(served.values()) == {full, full + 1} and len(served) == n
+        extras.append(frozenset(i for i, c in served.items() if c == full + 1))
+    assert len(set(extras)) == 6  # a new subset every pass
+    again = PassTables(layout, seed=5, domain=0, window_shards=2)
+    assert again.elements_to_samples(3 * size, size).tolist() == \
+        tables.elements_to_samples(3 * size, size).tolist()  # a pure function of the pass
+    rates = Counter(i for subset in extras for i in subset)
+    assert len(rates) > extra  # not the same samples each time
+    fixed = PassTables(DomainLayout(shard_sizes=layout.shard_sizes, repeat_counts=counts),
+                       seed=5, domain=0, window_shards=2)
+    assert fixed.elements_to_samples(0, size).tolist() != tables.elements_to_samples(0, size).tolist()
+
+
+def test_resample_needs_counts_of_q_or_q_plus_one():
+    with pytest.raises(ValueError, match="q or q \\+ 1"):
+        DomainLayout(shard_sizes=(3,), repeat_counts=np.array([0, 2, 1]), resample=True)
+    with pytest.raises(ValueError, match="q or q \\+ 1"):
+        DomainLayout(shard_sizes=(3,), resample=True)

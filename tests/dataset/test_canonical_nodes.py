@@ -55,6 +55,66 @@ def test_canonical_nodes_give_the_order_of_the_core_and_workers_do_not_change_it
     assert _ids(_make(mds_domains, canonical_nodes=1)) != expected  # C is part of the order
 
 
+@pytest.mark.parametrize("epoch_size", [None, 212])  # whole batches, and a partial last one
+def test_per_stream_batches_cut_into_canonical_slices_of_their_domain_groups(
+        mds_domains, epoch_size) -> None:
+    upstream = {"batching_method": "per_stream", "epoch_size": epoch_size}
+    one = _make(mds_domains, upstream=upstream)
+    batch_domains = [{d for d, _ in batch} for batch in _batches(one)]
+    del one
+    dataset = _make(mds_domains, canonical_nodes=2, upstream=upstream)
+    epochs = [_batches(dataset) for _ in range(2)]
+    assert [{d for d, _ in batch} for batch in epochs[0]] == batch_domains  # same interleave
+    groups = dataset.per_stream_groups
+    E = dataset.epoch_size
+    for e, epoch in enumerate(epochs):
+        for j, batch in enumerate(epoch):
+            for k, (d, i) in enumerate(batch):  # whole batches are served in residue order
+                residue = k if len(batch) == G else (e * E + j * G + k) % G
+                starts, stops = groups[d].pieces[residue * 2 // G]  # slice c: group c only
+                assert any(a <= i < b for a, b in zip(starts.tolist(), stops.tolist()))
+    if epoch_size is None:  # 27 whole batches: group c's stream is its slices, pass by pass
+        assert len(dataset) == 216
+        for d in range(3):
+            for c in range(2):
+                stream = [i for batch in epochs[0] + epochs[1] if batch[0][0] == d
+                          for _, i in batch[c * G // 2:(c + 1) * G // 2]]
+                starts, stops = groups[d].pieces[c]
+                members = sorted(i for a, b in zip(starts.tolist(), stops.tolist())
+                                 for i in range(a, b))
+                assert sorted(stream[:len(members)]) == members
+    del dataset
+    loader = DataLoader(_make(mds_domains, canonical_nodes=2, upstream=upstream),
+                        batch_size=G, num_workers=2, collate_fn=_collate)
+    assert [list(b) for b in loader] == epochs[0]
+
+
+def test_per_stream_with_canonical_nodes_resumes_exactly(mds_domains) -> None:
+    upstream = {"batching_method": "per_stream", "epoch_size": 212}
+    dataset = _make(mds_domains, canonical_nodes=2, upstream=upstream)
+    reference = [_ids(dataset) for _ in range(3)]
+    del dataset
+    fresh = _make(mds_domains, canonical_nodes=2, upstream=upstream)
+    mid = fresh.state_dict(num_samples=5 * G, from_beginning=True)
+    del fresh
+    running = _make(mds_domains, canonical_nodes=2, upstream=upstream)
+    _ids(running)
+    at_end = running.state_dict(num_samples=0, from_beginning=True)
+    del running
+    for state, expected in ((mid, [reference[0][5 * G:], reference[1]]),
+                            (at_end, reference[1:])):
+        resumed = _make(mds_domains, upstream=upstream)  # C adopted from the checkpoint
+        resumed.load_state_dict(state)
+        assert resumed.canonical_nodes == 2
+        assert [_ids(resumed) for _ in range(2)] == expected
+        del resumed
+
+
+def _batches(dataset) -> list[list[tuple[int, int]]]:
+    served = _ids(dataset)
+    return [served[b:b + G] for b in range(0, len(served), G)]
+
+
 def test_default_is_the_physical_node_count_on_a_first_start() -> None:
     common = {"packing": False, "per_stream": False, "global_batch_size": 64}
     assert [choose_canonical_nodes(given=None, num_nodes=n, **common) for n in (1, 2, 8)] == [
@@ -89,7 +149,7 @@ def test_upstream_num_canonical_nodes_is_c(mds_domains) -> None:
     ({"canonical_nodes": 3}, None, "must divide the global batch size 8"),
     ({"canonical_nodes": 0}, None, "positive integer"),
     ({"canonical_nodes": 2, "sequence_length": 8}, None, "packing .* does not support"),
-    ({"canonical_nodes": 2}, {"batching_method": "per_stream"}, "per_stream' does not support"),
+    ({"canonical_nodes": 3}, {"batching_method": "per_stream"}, "must divide the global batch"),
     ({}, {"num_canonical_nodes": -1}, "positive integer"),
 ])
 def test_unsupported_canonical_nodes_are_clear_errors(mds_domains, mixing, upstream, error):

@@ -124,3 +124,37 @@ def test_features_that_need_a_build_say_so(mds_domains, tmp_path) -> None:
     empty.mkdir()
     with pytest.raises(ValueError, match="no streammix.yaml.*no index.json.*no subfolders"):
         _make(local=str(empty))
+
+
+class _TaggedStream(Stream):
+    """A registered Stream subclass, as upstream's ``stream_name`` names one."""
+
+    def __init__(self, *, tag: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tag = tag
+
+
+def test_stream_name_makes_each_domain_a_registered_stream_class(mds_domains) -> None:
+    from streaming.base.stream import streams_registry
+
+    streams_registry.register("streammix_test_tagged", func=_TaggedStream)
+    root = mds_domains[0].parent
+    plain = _ids(_make(local=str(root)))
+    tagged = _make(local=str(root), stream_name="streammix_test_tagged",
+                   stream_config={"tag": 7, "local": "ignored"})
+    assert [type(s) for s in tagged.streams] == [_TaggedStream] * 3
+    assert [s.tag for s in tagged.streams] == [7, 7, 7]
+    assert [s.local for s in tagged.streams] == [str(d) for d in mds_domains]
+    assert _ids(tagged) == plain
+    del tagged
+    one = _make(local=str(mds_domains[2]), stream_name="streammix_test_tagged",
+                stream_config={"tag": 1})
+    assert isinstance(one.streams[0], _TaggedStream) and len(_ids(one)) == 36
+    del one
+    with pytest.raises(ValueError, match="with streams=\\[...\\] make the streams as instances"):
+        _make(streams=[Stream(local=str(d)) for d in mds_domains],
+              stream_name="streammix_test_tagged", stream_config={"tag": 1})
+    with pytest.raises(TypeError, match="stream_config must be a dict"):
+        _make(local=str(root), stream_config=[("tag", 1)])
+    with pytest.raises(Exception, match="no_such_stream"):
+        _make(local=str(root), stream_name="no_such_stream")
