@@ -8,6 +8,7 @@
 - :mod:`~streammix.core.lane`: one stream of positions (the whole order, or one slice).
 - :mod:`~streammix.core.order`: the global order, position -> (domain, sample).
 - :mod:`~streammix.core.canonical`: canonical slices, lanes and physical nodes.
+- :mod:`~streammix.core.exact_epochs`: one-pass epochs with canonical nodes (natural weights).
 - :mod:`~streammix.core.partition`: ranks, DataLoader workers, global batches.
 - :mod:`~streammix.core.epoch`: a whole epoch's per-(rank, worker) sample ids at once.
 - :mod:`~streammix.core.packing`: fixed-length token blocks over ordered documents.

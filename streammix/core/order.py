@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streammix.core.canonical import lane_schedules, lane_span, scatter_lane
+from streammix.core.exact_epochs import OnePassEpochs
 from streammix.core.groups import split_domain
 from streammix.core.interleave import INTERLEAVE_METHODS
 from streammix.core.lane import Lane
@@ -51,6 +52,11 @@ class OrderConfig:
     multiple of ``C``) is required, and physical node counts must divide ``C``.
     ``shuffle`` (default True): False lists every pass in shard order and sample order
     (the interleave still blends the domains).
+    ``one_pass_epochs`` (default False): with ``C > 1``, make every epoch of ``E = sum of
+    the pass sizes`` positions exactly one pass of every domain
+    (:mod:`streammix.core.exact_epochs`); needs the greedy interleave and a schedule of one
+    segment at the natural weights. Ignored with ``C = 1``, where that order already is one
+    pass per epoch.
     """
 
     seed: int
@@ -59,6 +65,7 @@ class OrderConfig:
     canonical_nodes: int = 1
     global_batch_size: int | None = None
     shuffle: bool = True
+    one_pass_epochs: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int | np.integer) or self.seed < 0:
@@ -71,6 +78,13 @@ class OrderConfig:
             )
         if self.canonical_nodes != 1 or self.global_batch_size is not None:
             canonical_slice_size(self.canonical_nodes, self.global_batch_size)
+        if self.one_pass_epochs and self.interleave != "greedy":
+            raise ValueError("one_pass_epochs needs the greedy interleave")
+
+    @property
+    def uses_one_pass_epochs(self) -> bool:
+        """Whether the order is :mod:`streammix.core.exact_epochs`'s (``C > 1`` and asked)."""
+        return self.one_pass_epochs and self.canonical_nodes > 1
 
     @property
     def slice_size(self) -> int:
@@ -117,6 +131,15 @@ def _build_tables(config: OrderConfig, domains: Sequence[DomainLayout]
     return tables, [g.elements for g in groups]
 
 
+def _check_natural(schedule: Schedule, domains: Sequence[DomainLayout]) -> None:
+    """ValueError unless the schedule is one segment at the domains' natural weights."""
+    sizes = np.array([layout.pass_size for layout in domains], dtype=np.float64)
+    if len(schedule.segments) != 1 or sizes.sum() <= 0 or not np.allclose(
+            schedule.segments[0].weights, sizes / sizes.sum(), rtol=0, atol=1e-12):
+        raise ValueError("one_pass_epochs needs one schedule segment at the natural weights "
+                         "(each domain's pass size over their sum)")
+
+
 class GlobalOrder:
     """``samples(start, stop)`` -> (domain, sample within domain) for global positions."""
 
@@ -130,6 +153,17 @@ class GlobalOrder:
             check_aligned(schedule, config.global_batch_size)
         self.config = config
         self.domains = tuple(domains)
+        self._one_pass: OnePassEpochs | None = None
+        if config.uses_one_pass_epochs:
+            _check_natural(schedule, domains)
+            self._one_pass = OnePassEpochs(
+                seed=config.seed, domains=domains, canonical_nodes=config.canonical_nodes,
+                global_batch_size=config.global_batch_size, window_shards=config.window_shards,
+                shuffle=config.shuffle)
+            self._tables, self._group_elements = [], []
+            self.schedule = schedule
+            self._buffers = None
+            return
         self._tables, self._group_elements = _tables or _build_tables(config, domains)
         _check_drawable(schedule.segments, domains, self._group_elements)
         self._set_schedule(schedule, None)
@@ -157,6 +191,13 @@ class GlobalOrder:
         A schedule that extends this one (the usual case: online weights append segments)
         is checked from this one's last segment on, so the cost does not grow with the run.
         """
+        if self._one_pass is not None:
+            _check_natural(schedule, self.domains)
+            order = GlobalOrder.__new__(GlobalOrder)
+            order.__dict__.update(self.__dict__)
+            order.schedule = schedule
+            order._buffers = None
+            return order
         old = self.schedule.segments
         if schedule.num_domains != len(self.domains):
             raise ValueError(f"{len(self.domains)} domain layouts but the schedule has "
@@ -173,6 +214,7 @@ class GlobalOrder:
         order = GlobalOrder.__new__(GlobalOrder)
         order.config = self.config
         order.domains = self.domains
+        order._one_pass = None
         order._tables, order._group_elements = self._tables, self._group_elements
         order._set_schedule(schedule, self if extends else None)
         return order
@@ -185,6 +227,9 @@ class GlobalOrder:
         """``(C, D)``: elements of group ``c`` of domain ``d`` consumed before ``position``."""
         if position < 0:
             raise ValueError(f"position must be >= 0, got {position}")
+        if self._one_pass is not None:
+            raise ValueError("stream cursors by position are not defined for one-pass epochs "
+                             "(every epoch reads groups of its own)")
         C, G = self.config.canonical_nodes, self.config.global_batch_size
         return np.stack([
             lane.cursors_at(position if C == 1 else lane_span(position, position, c, C, G)[0])
@@ -213,15 +258,22 @@ class GlobalOrder:
             return domains, samples
         spans = [lane_span(start, stop, c, C, G) for c in range(C)]
         # only the lanes this range reads: a rank reading its node's slices leaves the rest
-        self._warm_lanes(start, [c for c, (lo, hi) in enumerate(spans) if hi > lo])
-        for c, lane in enumerate(self._lanes):
+        if self._one_pass is None:
+            self._warm_lanes(start, [c for c, (lo, hi) in enumerate(spans) if hi > lo])
+        for c in range(C):
             lo, hi = spans[c]
             if hi == lo:
                 continue
             part = self._lane_buffers(hi - lo)
-            lane.samples(lo, hi, part)
+            self._lane_samples(c, lo, hi, part)
             scatter_lane(part, lo, c, C, G, start, out)
         return domains, samples
+
+    def _lane_samples(self, c: int, lo: int, hi: int, out: tuple[np.ndarray, np.ndarray]) -> None:
+        if self._one_pass is not None:
+            self._one_pass.lane_samples(c, lo, hi, out)
+        else:
+            self._lanes[c].samples(lo, hi, out)
 
     def elements(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """(domain int32, element of that domain's stream int64) for positions [start, stop).
@@ -255,13 +307,13 @@ class GlobalOrder:
         if not 0 <= start <= stop:
             raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
         lo, hi = (start, stop) if C == 1 else lane_span(start, stop, c, C, G)
-        if C > 1:
+        if C > 1 and self._one_pass is None:
             self._warm_lanes(start, range(c, c + 1))
         if out is None:
             out = (np.empty(hi - lo, dtype=np.int32), np.empty(hi - lo, dtype=np.int64))
         if out[0].shape != (hi - lo,) or out[1].shape != (hi - lo,):
             raise ValueError(f"out arrays must have length {hi - lo}")
-        self._lanes[c].samples(lo, hi, out)
+        self._lane_samples(c, lo, hi, out)
         return lo, out
 
     def _warm_lanes(self, start: int, lanes: Sequence[int]) -> None:

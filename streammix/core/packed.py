@@ -96,7 +96,8 @@ class PackedDomainStream:
         size = int(self._element_prefix[w + 1] - self._element_prefix[w])
         samples = np.empty(size, dtype=np.int64)
         _build_window_nb(np.int64(k), np.int64(w), np.int64(t.window_shards), self._order,
-                         t.piece_start, t.piece_stop, t.counts, t.window_key, samples, t.shuffle)
+                         t.piece_start, t.piece_stop, t.counts, t.window_key, samples, t.shuffle,
+                         t.piece_copies)
         self._window_samples = samples
         self._window_ends = np.cumsum(self.spans[samples])
         self._window = (k, w)

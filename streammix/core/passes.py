@@ -113,12 +113,16 @@ class PassTables:
     saves a prefix sum over the domain's repeat counts) it covers only those ranges, each
     range playing the role of a shard: that is a canonical group
     (:mod:`streammix.core.groups`), keyed by ``group = (index, num_groups)``.
+    ``piece_copies`` (with ``pieces``; ``-1`` where unset): a piece of one sample listing
+    that many of its copies instead of its repeat count, so a range of *elements* can start
+    or end inside a sample's copies (the one-pass epochs of :mod:`streammix.core.exact_epochs`).
     """
 
     def __init__(self, layout: DomainLayout, *, seed: int, domain: int, window_shards: int,
                  pieces: tuple[np.ndarray, np.ndarray] | None = None,
                  piece_elements: np.ndarray | None = None,
-                 group: tuple[int, int] = (0, 1), shuffle: bool = True) -> None:  # fmt: skip
+                 group: tuple[int, int] = (0, 1), shuffle: bool = True,
+                 piece_copies: np.ndarray | None = None) -> None:  # fmt: skip
         if window_shards < 1:
             raise ValueError(f"window_shards must be >= 1, got {window_shards}")
         sizes = np.asarray(layout.shard_sizes, dtype=np.int64)
@@ -129,6 +133,12 @@ class PassTables:
         self.piece_start = np.ascontiguousarray(pieces[0], dtype=np.int64)
         self.piece_stop = np.ascontiguousarray(pieces[1], dtype=np.int64)
         self.num_shards = self.piece_start.shape[0]
+        self.piece_copies = (np.zeros(0, dtype=np.int64) if piece_copies is None
+                             else np.ascontiguousarray(piece_copies, dtype=np.int64))
+        if self.piece_copies.shape[0] not in (0, self.num_shards) or (
+                self.piece_copies.shape[0]
+                and ((self.piece_copies >= 0) & (self.piece_stop - self.piece_start != 1)).any()):
+            raise ValueError("piece_copies needs one entry per piece, set only on one-sample pieces")
         self.window_shards = int(window_shards)
         self.shuffle = bool(shuffle)
         self.counts = (
@@ -141,6 +151,9 @@ class PassTables:
         else:
             ends = np.concatenate(([0], np.cumsum(self.counts)))
             self.shard_elems = ends[self.piece_stop] - ends[self.piece_start]
+        if piece_elements is None and self.piece_copies.shape[0]:
+            self.shard_elems = np.where(self.piece_copies >= 0, self.piece_copies,
+                                        self.shard_elems)
         self.pass_size = int(self.shard_elems.sum())
         index, num_groups = group
         if num_groups == 1:
@@ -160,6 +173,8 @@ class PassTables:
         self.cache_ids = np.array([-1, -1], dtype=np.int64)  # (pass, window) held in the cache
         self.resample = bool(layout.resample) and self.counts.size > 0 and int(
             self.counts.max()) > int(self.counts.min())
+        if self.resample and self.piece_copies.shape[0]:
+            raise ValueError("piece_copies cannot be combined with resampled passes")
         if self.resample:
             self._init_resample(seed, domain, group)
 
@@ -226,7 +241,7 @@ class PassTables:
             np.int64(first_element), np.int64(self.pass_size), self.shard_elems,
             self.piece_start, self.piece_stop, self.counts, np.int64(self.window_shards),
             self.order_key, self.window_key, self.cache_ids, self.cache_order,
-            self.cache_prefix, self.cache_window, out, self.shuffle,
+            self.cache_prefix, self.cache_window, out, self.shuffle, self.piece_copies,
         )  # fmt: skip
 
 
@@ -256,12 +271,14 @@ def _build_pass_nb(k, shard_elems, window_shards, order_key, order, prefix, shuf
 
 @numba.njit(cache=True, nogil=True)
 def _build_window_nb(k, w, window_shards, order, piece_start, piece_stop, counts, window_key,
-                     buf, shuffle):  # fmt: skip
+                     buf, shuffle, piece_copies):  # fmt: skip
     n = 0
     for j in range(w * window_shards, min((w + 1) * window_shards, order.shape[0])):
         shard = order[j]
         for sample in range(piece_start[shard], piece_stop[shard]):
             repeats = 1 if counts.shape[0] == 0 else counts[sample]
+            if piece_copies.shape[0] > 0 and piece_copies[shard] >= 0:
+                repeats = piece_copies[shard]
             for _ in range(repeats):
                 buf[n] = sample
                 n += 1
@@ -289,7 +306,7 @@ def _window_of_nb(prefix, offset):
 @numba.njit(cache=True, nogil=True)
 def stream_samples_nb(first, pass_size, shard_elems, piece_start, piece_stop, counts,
                       window_shards, order_key, window_key, cache_ids, order, prefix, window,
-                      out, shuffle):  # fmt: skip
+                      out, shuffle, piece_copies):  # fmt: skip
     i = 0
     while i < out.shape[0]:
         element = first + i
@@ -302,7 +319,7 @@ def stream_samples_nb(first, pass_size, shard_elems, piece_start, piece_stop, co
         if w != cache_ids[1]:
             _build_window_nb(
                 k, w, window_shards, order, piece_start, piece_stop, counts, window_key, window,
-                shuffle,
+                shuffle, piece_copies,
             )
             cache_ids[1] = w
         local = offset - prefix[w]
@@ -317,9 +334,11 @@ def stream_samples_nb(first, pass_size, shard_elems, piece_start, piece_stop, co
 def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: int,
                    window_shards: int = DEFAULT_WINDOW_SHARDS,
                    pieces: list[tuple[int, int]] | None = None,
-                   group: tuple[int, int] = (0, 1), shuffle: bool = True) -> list[int]:  # fmt: skip
+                   group: tuple[int, int] = (0, 1), shuffle: bool = True,
+                   piece_copies: list[int] | None = None) -> list[int]:  # fmt: skip
     """Pass ``pass_index`` of a domain (or of the canonical group made of ``pieces``, sample
-    ranges that play the role of shards) as a list of sample ids, built the obvious way."""
+    ranges that play the role of shards, ``piece_copies`` overriding a one-sample piece's
+    repeat count where not ``-1``) as a list of sample ids, built the obvious way."""
     sizes = list(layout.shard_sizes)
     counts = [1] * sum(sizes) if layout.repeat_counts is None else list(layout.repeat_counts)
     if pieces is None:
@@ -334,7 +353,9 @@ def pass_reference(layout: DomainLayout, *, seed: int, domain: int, pass_index: 
                          pass_index)
         chosen = set(sorted(members, key=lambda i: mix64(i ^ key))[:extra])
         counts = [full + (i in chosen) for i in range(len(counts))]
-    shard_elements = [[i for i in range(a, b) for _ in range(counts[i])] for a, b in pieces]
+    copies = piece_copies or [-1] * len(pieces)
+    shard_elements = [[i for i in range(a, b) for _ in range(counts[i] if n < 0 else n)]
+                      for (a, b), n in zip(pieces, copies)]
     if num_groups == 1:
         order_parts, window_parts = (PURPOSE_SHARD_ORDER, domain), (PURPOSE_WINDOW, domain)
     else:

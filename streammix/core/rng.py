@@ -37,6 +37,7 @@ PURPOSE_TOPICS = 7
 PURPOSE_GROUP_SHARD_ORDER = 8
 PURPOSE_GROUP_WINDOW = 9
 PURPOSE_RESAMPLE = 10  # the extra-copy subset of a pass redrawn per pass ('balanced')
+PURPOSE_EPOCH_RESAMPLE = 11  # the same, per epoch of a domain with one-pass epochs (C > 1)
 
 
 def mix64(x: int) -> int:

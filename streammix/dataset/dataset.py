@@ -239,6 +239,11 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             for start, w in mixing.schedule
         )
         self._init_epoch(int(self.epoch_size) if self._user_epoch_size else natural, world)
+        # at natural proportions an epoch of the natural size is one pass of every domain;
+        # with C > 1 canonical nodes the order makes it so (OrderConfig.one_pass_epochs)
+        self.natural_epochs = (domain_weights is None and not self.whole_batch_epochs
+                               and mixing.interleave == "greedy" and self.packed_tokens is None
+                               and not self.per_stream and self.epoch_size == natural)
         self.canonical_nodes_given = (mixing.canonical_nodes
                                       or self.upstream_options.canonical_nodes)
         self._schedule_cache: tuple[tuple, Schedule] | None = None
@@ -258,13 +263,14 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
         check_supported(canonical_nodes, packing=self.mixing.sequence_length is not None,
                         per_stream=self.per_stream, global_batch_size=self.global_batch_size)
         check_physical_nodes(self._parallel_rank_world.num_nodes, canonical_nodes)
-        if canonical_nodes > 1 and self.epoch_is_one_pass:
+        if canonical_nodes > 1 and self.epoch_is_one_pass and not self.natural_epochs:
             raise ValueError(
                 f"sampling_method={self.upstream_options.sampling_method!r} with epoch_size or "
                 "proportions serves upstream's per-stream subsets, one pass of each domain per "
-                f"epoch, with canonical_nodes=1 only: with {canonical_nodes} canonical nodes an "
-                "epoch is not one pass of each node's group. Pass num_canonical_nodes=1, or "
-                "leave sampling_method out (epochs cut from the endless order)")
+                f"epoch; with {canonical_nodes} canonical nodes that needs the greedy "
+                "interleave and batching_method 'random' or 'stratified'. Pass "
+                "num_canonical_nodes=1, or leave sampling_method out (epochs cut from the "
+                "endless order)")
         self.canonical_nodes = canonical_nodes
         self.num_canonical_nodes = canonical_nodes  # upstream's attribute and state key
         # per-stream batching: the order's positions are whole batches (one interleave);
@@ -277,7 +283,8 @@ class StreamMixDataset(ResumeMixin, EpochBatchesMixin, StreamingDataset):
             seed=self.order_seed, window_shards=self.mixing.window_shards,
             interleave=self.mixing.interleave, shuffle=self.upstream_options.shuffle,
             canonical_nodes=order_nodes,
-            global_batch_size=self.global_batch_size if order_nodes > 1 else None)
+            global_batch_size=self.global_batch_size if order_nodes > 1 else None,
+            one_pass_epochs=self.natural_epochs and order_nodes > 1)
         self._schedule_cache = None
 
     def _init_epoch(self, epoch_size: int, world: World) -> None:

@@ -2,7 +2,9 @@
 
 The state is upstream's keys (``epoch``, ``sample_in_epoch``, ...) plus a ``streammix`` entry:
 the absolute position in the run (``epoch * epoch_size + sample_in_epoch``), the seed, the
-layout fingerprint, the canonical nodes ``C`` and every published weight update. On load the
+layout fingerprint, the canonical nodes ``C``, the kind of order (``epoch_order``: one-pass
+epochs or canonical lanes; a checkpoint of another kind is refused, since the same ``C``
+and data would give another order) and every published weight update. On load the
 checkpoint's ``C`` is adopted (a state without one is from before canonical nodes: ``C = 1``),
 so a run resumed on another number of physical nodes keeps its order; a ``C`` given to the
 new instance that differs is refused. A plain ``StreamingDataset`` state
@@ -17,6 +19,9 @@ from typing import Any
 from streammix.dataset.channel import WeightChannel
 
 STATE_VERSION = 1
+# the order's kind, recorded since one-pass epochs changed the order of natural-proportion
+# runs with C > 1 ("epoch_order"; a checkpoint without it was taken in the canonical lanes)
+ONE_PASS, CANONICAL_LANES = "one_pass", "canonical_lanes"
 logger = logging.getLogger(__name__)
 
 
@@ -47,6 +52,7 @@ class ResumeMixin:
             "fingerprint": self.fingerprint,
             "global_batch_size": self.global_batch_size,
             "canonical_nodes": self.canonical_nodes,
+            "epoch_order": self._epoch_order(),
             "epoch_size": self.epoch_size,
             "position": int(position),
             "updates": [[s, list(w)] for s, w in self._published],
@@ -87,6 +93,16 @@ class ResumeMixin:
                     f"dataset's ({current!r}); the data, mixing configuration or seed changed"
                 )
         self._adopt_canonical_nodes(int(mine.get("canonical_nodes", 1)))
+        saved_order = mine.get("epoch_order", CANONICAL_LANES)
+        if saved_order != self._epoch_order():
+            raise ValueError(
+                f"cannot resume: the checkpoint's order with {self.canonical_nodes} canonical "
+                f"nodes is {saved_order!r} and this dataset's is {self._epoch_order()!r}. "
+                "Since one-pass epochs (streammix state 'epoch_order'), a run at natural "
+                "proportions with canonical_nodes > 1 serves every sample exactly once per "
+                "epoch, an order different from the one a checkpoint without 'epoch_order' "
+                "was taken in; resuming it would silently change the data order. Resume with "
+                "the streammix version that wrote the checkpoint, or start the run again")
         published = tuple((int(s), tuple(float(x) for x in w)) for s, w in mine["updates"])
         if published and self.channel is None:
             raise ValueError("the checkpoint has online weight updates but this dataset is static")
@@ -99,6 +115,10 @@ class ResumeMixin:
         upstream = {k: v for k, v in obj.items() if k != "streammix"}
         super().load_state_dict(upstream)
         self._epoch_baseline = int(self.next_epoch)
+
+    def _epoch_order(self) -> str:
+        """``'one_pass'`` for the one-pass-epoch order (``C > 1``), else ``'canonical_lanes'``."""
+        return ONE_PASS if self.order_config.uses_one_pass_epochs else CANONICAL_LANES
 
     def _adopt_canonical_nodes(self, saved: int) -> None:
         """Serve the checkpoint's canonical nodes (they fix the order), or refuse."""

@@ -42,8 +42,9 @@ def _collate(samples: list[dict]) -> list[tuple[int, int]]:
 def test_canonical_nodes_give_the_order_of_the_core_and_workers_do_not_change_it(mds_domains):
     dataset = _make(mds_domains, canonical_nodes=2)
     assert dataset.canonical_nodes == 2
-    order = GlobalOrder(config=OrderConfig(seed=7, canonical_nodes=2, global_batch_size=G),
-                        domains=dataset.layouts, schedule=dataset.schedule)
+    config = OrderConfig(seed=7, canonical_nodes=2, global_batch_size=G, one_pass_epochs=True)
+    assert dataset.order_config == config  # natural proportions: one-pass epochs
+    order = GlobalOrder(config=config, domains=dataset.layouts, schedule=dataset.schedule)
     domains, local = order.samples(0, dataset.epoch_size)
     expected = list(zip(domains.tolist(), local.tolist()))
     assert _ids(dataset) == expected
@@ -258,6 +259,8 @@ def test_ranks_of_any_world_serve_the_same_batch_and_nodes_only_their_slices(mds
 def test_epochs_that_are_not_whole_batches_serve_the_order_in_residue_order(mds_domains):
     dataset = _make(mds_domains, canonical_nodes=2, upstream={"epoch_size": 212})
     served = _ids(dataset) + _ids(dataset)
+    # not the natural size (216): epochs cut from the endless order of the canonical lanes
+    assert not dataset.order_config.uses_one_pass_epochs
     order = GlobalOrder(config=OrderConfig(seed=7, canonical_nodes=2, global_batch_size=G),
                         domains=dataset.layouts, schedule=dataset.schedule)
     domains, local = order.samples(0, 2 * 212)

@@ -390,17 +390,45 @@ def test_proportions_with_a_sampling_method_are_upstream_subsets(mds_domains) ->
               mixing={"seed": 3, "sequence_length": 8})
 
 
-def test_subset_epochs_refuse_canonical_nodes_and_choose_resamples_with_them(
+@pytest.mark.parametrize(("canonical_nodes", "batch_size"), [(2, 8), (4, 8), (4, 12)])
+def test_subset_epochs_with_canonical_nodes_are_one_pass_of_the_subsets(
+        mds_domains, canonical_nodes, batch_size) -> None:
+    """'fixed': the same subset every epoch; 'balanced': the same per-domain counts, a new
+    draw every epoch; with C > 1, epoch sizes (100, 230) not multiples of the batch."""
+    fixed = _make(mds_domains, epoch_size=100, sampling_method="fixed", batch_size=batch_size,
+                  num_canonical_nodes=canonical_nodes)
+    assert fixed.order_config.uses_one_pass_epochs
+    choose = [int(s.choose) for s in fixed.streams]
+    epochs = [_ids(fixed) for _ in range(3)]
+    for served in epochs:
+        assert len(served) == len(set(served)) == 100 and _per_domain(served) == choose
+    assert len({frozenset(e) for e in epochs}) == 1 and len({tuple(e) for e in epochs}) == 3
+    del fixed
+    balanced = _make(mds_domains, epoch_size=100, sampling_method="balanced",
+                     batch_size=batch_size, num_canonical_nodes=canonical_nodes)
+    epochs = [_ids(balanced) for _ in range(3)]
+    for served in epochs:
+        assert len(served) == len(set(served)) == 100 and _per_domain(served) == choose
+    assert len({frozenset(e) for e in epochs}) == 3
+    del balanced
+    extra = _make(mds_domains, stream_args=[{}, {}, {"choose": 50}], sampling_method="balanced",
+                  batch_size=batch_size, num_canonical_nodes=canonical_nodes)
+    assert extra.canonical_nodes == canonical_nodes and extra.epoch_size == 230
+    extras = []
+    for _ in range(3):  # every epoch one pass of a new draw of gamma's 14 extra copies
+        served = _ids(extra)
+        gamma = Counter(i for d, i in served if d == 2)
+        assert sorted(gamma) == list(range(36)) and sum(gamma.values()) == 50
+        assert sorted(i for d, i in served if d == 0) == list(range(120))
+        extras.append(frozenset(i for i, c in gamma.items() if c == 2))
+    assert len(set(extras)) == 3
+
+
+def test_subset_epochs_refuse_canonical_nodes_where_an_epoch_cannot_be_one_pass(
         mds_domains) -> None:
-    for sampling in ("fixed", "balanced"):
-        with pytest.raises(ValueError, match="Pass num_canonical_nodes=1"):
-            _make(mds_domains, epoch_size=100, sampling_method=sampling, num_canonical_nodes=2)
-    dataset = _make(mds_domains, stream_args=[{}, {}, {"choose": 50}],
-                    sampling_method="balanced", num_canonical_nodes=2)
-    assert dataset.canonical_nodes == 2 and dataset.epoch_size == 230
-    served = _ids(dataset) + _ids(dataset)  # two epochs of 2 lanes: about two group passes
-    assert len(served) == 460
-    assert abs(sum(d == 2 for d, _ in served) - 100) <= 4  # each lane weights gamma 50/230
+    with pytest.raises(ValueError, match="Pass num_canonical_nodes=1"):
+        _make(mds_domains, epoch_size=100, sampling_method="fixed", num_canonical_nodes=2,
+              mixing={"seed": 3, "interleave": "random"})
 
 
 def _take(dataset: StreamMixDataset, count: int) -> None:
@@ -413,7 +441,9 @@ def _take(dataset: StreamMixDataset, count: int) -> None:
     {"epoch_size": 100, "sampling_method": "balanced"},
     {"stream_args": [{}, {"choose": 70}, {"choose": 50}], "sampling_method": "balanced",
      "num_canonical_nodes": 2},
-], ids=["fixed", "balanced", "balanced-choose-C2"])
+    {"epoch_size": 100, "sampling_method": "fixed", "num_canonical_nodes": 4},
+    {"epoch_size": 100, "sampling_method": "balanced", "num_canonical_nodes": 2},
+], ids=["fixed", "balanced", "balanced-choose-C2", "fixed-C4", "balanced-C2"])
 def test_sampling_methods_resume_mid_epoch_and_at_epoch_boundaries(mds_domains, kwargs) -> None:
     dataset = _make(mds_domains, **kwargs)
     reference = [_ids(dataset) for _ in range(3)]
