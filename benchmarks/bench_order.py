@@ -15,12 +15,14 @@ Measures, in one run:
 2. interleave throughput (greedy with recorded picks, and the count-only replay), one core;
 3. resume latency at position 1e8 inside a single 1e8-long segment: building a
    ``GlobalOrder`` and reading one global batch, with the exact skip-ahead and with a plain
-   replay from the segment start (and with canonical nodes, C = 8);
+   replay from the segment start (and with canonical nodes, C = 8; and C = 8 with one-pass
+   epochs, at equal natural weights: one skip-ahead per slice inside its epoch);
 4. a simulated cluster (issue 14): 8 nodes x 8 ranks x 8 workers, per-device batch 8, over 3
    domains with 10,000 shards in all. For one epoch, the distinct shards each node touches
    and the bytes it downloads without and with a ``cache_limit`` of 5% of the data (an LRU
    over the node's shard accesses in step order), for upstream's partition + py1e shuffle,
-   streammix without canonical nodes (C = 1) and with C = 8; and the per-global-batch
+   streammix without canonical nodes (C = 1), with C = 8, and with C = 8 and one-pass
+   epochs (the order natural proportions get); and the per-global-batch
    deviation of each domain's count from ``w * G``. The epoch cases of (1) also run
    streammix with C = 8.
 
@@ -181,8 +183,11 @@ def bench_resume(position: int, repeats: int) -> list[str]:
     from streammix.core import DomainLayout, OrderConfig, Schedule, greedy_skip
 
     rows = ["| domains | resume with skip-ahead (ms) | resume by replay (ms) "
-            "| C=8 canonical nodes, skip-ahead (ms) |", "|---:|---:|---:|---:|"]  # fmt: skip
+            "| C=8 canonical nodes, skip-ahead (ms) | C=8 one-pass epochs (ms) |",
+            "|---:|---:|---:|---:|---:|"]  # fmt: skip
     canonical = OrderConfig(seed=1, canonical_nodes=8, global_batch_size=GLOBAL_BATCH)
+    one_pass = OrderConfig(seed=1, canonical_nodes=8, global_batch_size=GLOBAL_BATCH,
+                           one_pass_epochs=True)
     for num_domains in (2, 4, 8, 16, 24, 32):
         weights = np.random.default_rng(100 + num_domains).random(num_domains) + 0.05
         case = (OrderConfig(seed=1), [DomainLayout(shard_sizes=(SHARD,) * 1000)] * num_domains,
@@ -197,7 +202,11 @@ def bench_resume(position: int, repeats: int) -> list[str]:
             slow = statistics.median(_time_resume(*case) for _ in range(repeats))
         finally:
             greedy_skip.MIN_SKIP = saved
-        rows.append(f"| {num_domains} | {fast:.1f} | {slow:.0f} | {lanes:.1f} |")
+        # one-pass epochs need the natural weights (here equal: every domain has 1000 shards)
+        natural = (one_pass, case[1], Schedule.initial([1.0] * num_domains), position)
+        _time_resume(*natural)
+        epochs = statistics.median(_time_resume(*natural) for _ in range(repeats))
+        rows.append(f"| {num_domains} | {fast:.1f} | {slow:.0f} | {lanes:.1f} | {epochs:.1f} |")
         print(rows[-1], flush=True)
     return rows
 
@@ -257,12 +266,13 @@ def _upstream_cluster_ids(total: int, batches: int) -> np.ndarray:
     return steps[:batches]
 
 
-def _ours_cluster_ids(canonical_nodes: int, batches: int) -> np.ndarray:
+def _ours_cluster_ids(canonical_nodes: int, batches: int, one_pass: bool = False) -> np.ndarray:
     from streammix.core import DomainLayout, GlobalOrder, OrderConfig, Schedule
 
     sizes, _ = _cluster_layout()
     domains = [DomainLayout(shard_sizes=(CLUSTER_SHARD_SAMPLES,) * n) for n in CLUSTER_SHARDS]
-    config = OrderConfig(seed=9176, canonical_nodes=canonical_nodes, global_batch_size=GLOBAL_BATCH)
+    config = OrderConfig(seed=9176, canonical_nodes=canonical_nodes, global_batch_size=GLOBAL_BATCH,
+                         one_pass_epochs=one_pass)  # fmt: skip
     order = GlobalOrder(config=config, domains=domains,
                         schedule=Schedule.initial([s / sum(sizes) for s in sizes]))  # fmt: skip
     d, s = order.samples(0, batches * GLOBAL_BATCH)
@@ -305,7 +315,9 @@ def bench_cluster() -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     cases = (("upstream (relaxed + py1e, 8 canonical nodes)", lambda: _upstream_cluster_ids(total, batches)),
              ("streammix today (C = 1)", lambda: _ours_cluster_ids(1, batches)),
-             ("streammix C = 8", lambda: _ours_cluster_ids(8, batches)))  # fmt: skip
+             ("streammix C = 8", lambda: _ours_cluster_ids(8, batches)),
+             ("streammix C = 8, one-pass epochs (what natural proportions use)",
+              lambda: _ours_cluster_ids(8, batches, one_pass=True)))  # fmt: skip
     for label, make in cases:
         rows.append(_cluster_row(label, make(), starts, weights))
         print(rows[-1], flush=True)

@@ -124,10 +124,12 @@ def epoch_repeat_counts(layout: DomainLayout, *, seed: int, domain: int, canonic
 
 
 def element_range_pieces(shard_sizes: Sequence[int], counts: np.ndarray | None, first: int,
-                         stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+                         stop: int, *, prefix: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Elements ``[first, stop)`` of a domain as ``(starts, stops, copies, elements)``
     pieces: runs of whole samples inside one shard (``copies -1``) and, where the range
-    starts or ends inside a sample's copies, that sample alone with the copies it holds."""
+    starts or ends inside a sample's copies, that sample alone with the copies it holds.
+    ``prefix``: the element prefix sums of ``counts`` (length ``N + 1``), if at hand."""
     shard_start = np.concatenate(([0], np.cumsum(shard_sizes, dtype=np.int64)))
     empty = np.zeros(0, dtype=np.int64)
     if stop <= first:
@@ -135,7 +137,8 @@ def element_range_pieces(shard_sizes: Sequence[int], counts: np.ndarray | None, 
     if counts is None:
         starts, stops = _cut_at_shards(first, stop, shard_start)
         return starts, stops, np.full(starts.shape[0], -1, np.int64), stops - starts
-    prefix = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    if prefix is None:
+        prefix = element_prefix(counts)
     s_first = int(np.searchsorted(prefix, first, side="right")) - 1
     s_last = int(np.searchsorted(prefix, stop - 1, side="right")) - 1
     if s_first == s_last:
@@ -159,6 +162,13 @@ def element_range_pieces(shard_sizes: Sequence[int], counts: np.ndarray | None, 
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore[return-value]
 
 
+def element_prefix(counts: np.ndarray) -> np.ndarray:
+    """Elements before each sample (length ``N + 1``)."""
+    prefix = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=prefix[1:])
+    return prefix
+
+
 class _Epoch:
     """One epoch's group sizes, and per domain its element prefix (cut points)."""
 
@@ -175,7 +185,16 @@ class _Epoch:
         self.layouts = [layout if not layout.resample else DomainLayout(
             shard_sizes=layout.shard_sizes, repeat_counts=counts)
             for layout, counts in zip(order.domains, self.counts)]  # this epoch's draw
+        self._prefixes: dict[int, np.ndarray] = {}
         self.lanes: dict[int, _LaneEpoch] = {}
+
+    def prefix(self, d: int) -> np.ndarray | None:
+        """Domain ``d``'s element prefix sums in this epoch (None without repeat counts)."""
+        if self.counts[d] is None:
+            return None
+        if d not in self._prefixes:
+            self._prefixes[d] = element_prefix(self.counts[d])
+        return self._prefixes[d]
 
 
 class _LaneEpoch:
@@ -215,7 +234,8 @@ class _LaneEpoch:
             order, layout = self._order, self._order.domains[d]
             first = int(self._epoch.firsts[self._lane, d])
             starts, stops, copies, elements = element_range_pieces(
-                layout.shard_sizes, self._epoch.counts[d], first, first + int(self.picks[d]))
+                layout.shard_sizes, self._epoch.counts[d], first, first + int(self.picks[d]),
+                prefix=self._epoch.prefix(d))
             table = self.tables[d] = PassTables(
                 self._epoch.layouts[d], seed=order.seed, domain=d, window_shards=order.window_shards,
                 pieces=(starts, stops), piece_elements=elements, piece_copies=copies,
