@@ -16,7 +16,8 @@ Measures, in one run:
 3. resume latency at position 1e8 inside a single 1e8-long segment: building a
    ``GlobalOrder`` and reading one global batch, with the exact skip-ahead and with a plain
    replay from the segment start (and with canonical nodes, C = 8; and C = 8 with one-pass
-   epochs, at equal natural weights: one skip-ahead per slice inside its epoch);
+   epochs, on domains of about ``1000 * w / mean(w)`` shards so that the natural weights are
+   the same weights: one skip-ahead per slice inside its epoch);
 4. a simulated cluster (issue 14): 8 nodes x 8 ranks x 8 workers, per-device batch 8, over 3
    domains with 10,000 shards in all. For one epoch, the distinct shards each node touches
    and the bytes it downloads without and with a ``cache_limit`` of 5% of the data (an LRU
@@ -202,8 +203,10 @@ def bench_resume(position: int, repeats: int) -> list[str]:
             slow = statistics.median(_time_resume(*case) for _ in range(repeats))
         finally:
             greedy_skip.MIN_SKIP = saved
-        # one-pass epochs need the natural weights (here equal: every domain has 1000 shards)
-        natural = (one_pass, case[1], Schedule.initial([1.0] * num_domains), position)
+        # one-pass epochs need natural weights: domains of about 1000 * w / mean(w) shards
+        shards = np.maximum(np.rint(1000 * weights / weights.mean()).astype(int), 1)
+        natural = (one_pass, [DomainLayout(shard_sizes=(SHARD,) * int(k)) for k in shards],
+                   Schedule.initial(shards / shards.sum()), position)  # fmt: skip
         _time_resume(*natural)
         epochs = statistics.median(_time_resume(*natural) for _ in range(repeats))
         rows.append(f"| {num_domains} | {fast:.1f} | {slow:.0f} | {lanes:.1f} | {epochs:.1f} |")

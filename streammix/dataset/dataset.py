@@ -23,7 +23,9 @@ ranks and workers with the same global batch size read the same global batches, 
 
 With ``C > 1`` canonical nodes (:mod:`streammix.dataset.nodes`) the order cuts every global
 batch into ``C`` slices that read disjoint groups of shards; a node's ranks hold contiguous
-spans of the batch, hence its own slices, so a node downloads only its groups' shards.
+spans of the batch, hence its own slices, so a node downloads only its groups' shards. At
+natural proportions (static, no weights or schedule, the natural epoch size) the order is
+:mod:`streammix.core.exact_epochs`'s, whose every epoch is one pass for any ``C``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ too, and streammix's order replaces upstream's; none of them may be ignored sile
   subsets without ``repeat``/``choose`` (``epoch_size`` given, or ``Stream(proportion=...)``):
   upstream's per-stream ``choose`` becomes the counts as above, at natural weights, so an
   epoch is one pass of every domain: the same samples every epoch (``'fixed'``) or a new
-  draw of the same per-domain counts (``'balanced'``). Left out, ``epoch_size`` and
+  draw of the same per-domain counts (``'balanced'``), with any number of canonical nodes
+  (one-pass epochs, :mod:`streammix.core.exact_epochs`). Left out, ``epoch_size`` and
   proportions keep the streammix meaning (weights over whole passes, epochs cut from the
   endless order).
 - ``shuffle``: not given or True, the streammix shuffled passes; ``shuffle=False``, passes in

@@ -357,10 +357,8 @@ def test_balanced_redraws_the_subset_every_epoch_with_the_same_counts(mds_domain
     assert len(seen) > 150  # the draws reach well past one subset's 100 samples
 
 
-def test_balanced_fractional_choose_redraws_the_extra_copies(mds_domains) -> None:
-    dataset = _make(mds_domains, stream_args=[{}, {}, {"choose": 50}],
-                    sampling_method="balanced")
-    assert dataset.epoch_size == 230 and dataset.resampled == {"gamma"}
+def _assert_new_extra_copies_every_epoch(dataset: StreamMixDataset) -> None:
+    """gamma chosen 50 of 36: every epoch one pass of a new draw of its 14 extra copies."""
     extras = []
     for _ in range(3):
         served = _ids(dataset)
@@ -369,6 +367,13 @@ def test_balanced_fractional_choose_redraws_the_extra_copies(mds_domains) -> Non
         assert sorted(i for d, i in served if d == 0) == list(range(120))
         extras.append(frozenset(i for i, c in gamma.items() if c == 2))
     assert len(set(extras)) == 3
+
+
+def test_balanced_fractional_choose_redraws_the_extra_copies(mds_domains) -> None:
+    dataset = _make(mds_domains, stream_args=[{}, {}, {"choose": 50}],
+                    sampling_method="balanced")
+    assert dataset.epoch_size == 230 and dataset.resampled == {"gamma"}
+    _assert_new_extra_copies_every_epoch(dataset)
     del dataset
     fixed = _make(mds_domains, stream_args=[{}, {}, {"choose": 50}])
     assert fixed.fingerprint != _make(mds_domains, stream_args=[{}, {}, {"choose": 50}],
@@ -414,14 +419,7 @@ def test_subset_epochs_with_canonical_nodes_are_one_pass_of_the_subsets(
     extra = _make(mds_domains, stream_args=[{}, {}, {"choose": 50}], sampling_method="balanced",
                   batch_size=batch_size, num_canonical_nodes=canonical_nodes)
     assert extra.canonical_nodes == canonical_nodes and extra.epoch_size == 230
-    extras = []
-    for _ in range(3):  # every epoch one pass of a new draw of gamma's 14 extra copies
-        served = _ids(extra)
-        gamma = Counter(i for d, i in served if d == 2)
-        assert sorted(gamma) == list(range(36)) and sum(gamma.values()) == 50
-        assert sorted(i for d, i in served if d == 0) == list(range(120))
-        extras.append(frozenset(i for i, c in gamma.items() if c == 2))
-    assert len(set(extras)) == 3
+    _assert_new_extra_copies_every_epoch(extra)
 
 
 def test_subset_epochs_refuse_canonical_nodes_where_an_epoch_cannot_be_one_pass(
