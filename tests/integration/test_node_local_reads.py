@@ -103,3 +103,28 @@ def test_two_nodes_read_their_own_shards_and_serve_the_one_node_batches(tmp_path
         tmp_path, "resumed", 1, "--online", "--batches", str(BATCHES), "--resume", str(state)))[0]
     assert resumed["canonical_nodes"] == 2 and resumed["first"] == 27
     assert resumed["batches"] == one["batches"][27:]
+
+
+@pytest.mark.slow  # 3 processes over 2 starts: about a minute on the shared 2-core machine
+def test_two_nodes_with_one_pass_epochs_read_their_part_and_serve_every_sample_once(
+        tmp_path) -> None:
+    """Natural proportions (static, no weights): one-pass epochs. Two epochs on two nodes
+    equal the one-node run with C = 2, every epoch serves every sample once, and the nodes'
+    caches split each domain's shards, sharing at most the one shard where their element
+    ranges meet (gamma is a single shard, read by both)."""
+    _write_remote(tmp_path / "remote")
+    epochs = 2 * sum(DOMAINS.values()) // 8  # global batches of 8
+    one = _start_nodes(tmp_path, "one", 1, "--canonical-nodes", "2", "--batches", str(epochs))
+    two = _start_nodes(tmp_path, "two", 2, "--batches", str(epochs))
+    one, two = _records(tmp_path, "one", one)[0], _records(tmp_path, "two", two)
+    joined = [a + b for a, b in zip(two[0]["batches"], two[1]["batches"], strict=True)]
+    assert joined == one["batches"] and len(joined) == epochs
+    per_epoch = epochs // 2
+    every = sorted([d, i] for d, n in enumerate(DOMAINS.values()) for i in range(n))
+    for e in range(2):
+        served = [x for batch in joined[e * per_epoch:(e + 1) * per_epoch] for x in batch]
+        assert sorted(served) == every, e
+    for name in DOMAINS:
+        shards = len(_shard_sizes(tmp_path / "remote" / name))
+        cached = [_cached_shards(tmp_path / f"two.cache{n}", name) for n in range(2)]
+        assert len(cached[0] | cached[1]) == shards and len(cached[0] & cached[1]) <= 1, name
