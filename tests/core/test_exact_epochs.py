@@ -230,3 +230,20 @@ def test_one_pass_epochs_refuse_other_schedules() -> None:
     order = _order(THREE, 2, 8)
     with pytest.raises(ValueError, match="one-pass epochs"):
         order.cursors_at(8)
+
+
+def test_piece_copies_are_checked() -> None:
+    from streammix.core.passes import PassTables
+
+    layout = DomainLayout(shard_sizes=(4,), repeat_counts=np.array([2, 2, 2, 2]))
+    pieces = (np.array([0, 1]), np.array([1, 4]))
+    tables = PassTables(layout, seed=1, domain=0, window_shards=2, pieces=pieces,
+                        piece_copies=np.array([1, -1]))
+    assert tables.pass_size == 7 and sorted(tables.elements_to_samples(0, 7)) == [0, 1, 1, 2, 2,
+                                                                                   3, 3]
+    with pytest.raises(ValueError, match="one-sample pieces"):
+        PassTables(layout, seed=1, domain=0, window_shards=2, pieces=pieces,
+                   piece_copies=np.array([1, 2]))
+    with pytest.raises(ValueError, match="one entry per piece"):
+        PassTables(layout, seed=1, domain=0, window_shards=2, pieces=pieces,
+                   piece_copies=np.array([1]))
