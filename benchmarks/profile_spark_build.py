@@ -221,6 +221,8 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--builds", type=int, default=2, help="builds on one session")
     parser.add_argument("--stages", action="store_true", help="print every Spark stage")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra Spark setting of the session (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
 
@@ -246,7 +248,8 @@ def main() -> None:
         tokenizer_dir = bench.make_tokenizer(folder / "tok", corpus)
         sampler = ProcessSampler()
         sampler.thread.start()
-        spark = local_spark_session(args.master, shuffle_partitions=4)
+        extra = dict(item.split("=", 1) for item in args.conf)
+        spark = local_spark_session(args.master, shuffle_partitions=4, conf=extra)
         print(f"{num_docs} documents, {args.master}, {os.cpu_count()} cores, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
         last_stage = -1

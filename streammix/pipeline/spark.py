@@ -770,6 +770,11 @@ def _run_write(
         cluster.select(["sample_key", "split", *SIDECAR_FROM_CLUSTER]).to_pandas()
     )
     partitions = options.write_partitions or spark.sparkContext.defaultParallelism
+    written_columns = [  # what _write_parts reads: the shuffle carries nothing else
+        "stream", "sample_key", "text", "source", "id", "meta", "num_bytes", "quality",
+        "signature", "tokens", *(_signal_column(name) for name in signals),
+        *SIDECAR_FROM_CLUSTER,
+    ]
     rows = (
         keyed.join(cluster_frame, on="sample_key")
         .where(F.col("split") != SPLIT_REMOVED)
@@ -779,6 +784,7 @@ def _run_write(
                 "int"
             ),
         )
+        .select(*written_columns)
         .repartitionByRange(partitions, "stream", "sample_key")
         .sortWithinPartitions("stream", "sample_key")
     )
