@@ -267,7 +267,9 @@ def test_a_killed_spark_build_leaves_no_manifest_and_a_rerun_continues(
     assert _samples(tmp_path / "spark") == _samples(tmp_path / "local")
 
 
-def test_the_local_session_jvm_compiles_with_the_client_compiler_only(spark) -> None:
-    """The local session's JVM skips the C2 compiler (``local_spark_session``, issue 20)."""
+def test_the_local_session_jvm_uses_the_client_compiler_and_the_parallel_collector(spark):
+    """The local session's JVM options (``local_spark_session``, issue 20) are in force."""
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
-    assert "-XX:TieredStopAtLevel=1" in list(runtime.getInputArguments())
+    arguments = list(runtime.getInputArguments())
+    assert "-XX:TieredStopAtLevel=1" in arguments
+    assert "-XX:+UseParallelGC" in arguments
