@@ -523,46 +523,49 @@ def connected_components(edges: Any, *, max_rounds: int = 64) -> Any:
     """``(node, component)`` for every node of ``edges`` (``u > v``); component = its min node.
 
     Alternates large-star and small-star until the edge set is unchanged, at which point
-    every edge is ``(node, component minimum)`` (Kiveris et al. 2014).
+    every edge is ``(node, component minimum)`` (Kiveris et al. 2014). Each star takes the
+    smallest neighbour of a node with a window over the node (one shuffle, no group-by
+    joined back), and only small-star's output is made distinct. The edge set of a round is
+    fingerprinted (count and summed hashes) by an observation of the job that checkpoints
+    it, so a round costs one job and no second pass to compare it with the last.
     """
+    from pyspark.sql import Observation, Window
     from pyspark.sql import functions as F
 
     def normalized(frame: Any) -> Any:
-        return (
-            frame.where(F.col("a") != F.col("b"))
-            .select(F.greatest("a", "b").alias("u"), F.least("a", "b").alias("v"))
-            .distinct()
+        return frame.where(F.col("a") != F.col("b")).select(
+            F.greatest("a", "b").alias("u"), F.least("a", "b").alias("v")
         )
 
     def large_star(e: Any) -> Any:
         both = e.select(F.col("u").alias("n"), F.col("v").alias("m")).union(
             e.select(F.col("v").alias("n"), F.col("u").alias("m"))
         )
-        smallest = both.groupBy("n").agg(F.least(F.min("m"), F.col("n")).alias("low"))
-        linked = both.join(smallest, on="n").where(F.col("m") > F.col("n"))
+        low = F.least(F.min("m").over(Window.partitionBy("n")), F.col("n"))
+        linked = both.withColumn("low", low).where(F.col("m") > F.col("n"))
         return normalized(linked.select(F.col("m").alias("a"), F.col("low").alias("b")))
 
     def small_star(e: Any) -> Any:
-        smallest = e.groupBy("u").agg(F.min("v").alias("low"))
-        linked = e.join(smallest, on="u")
+        linked = e.withColumn("low", F.min("v").over(Window.partitionBy("u")))
         members = linked.select(F.col("v").alias("a"), F.col("low").alias("b")).union(
             linked.select(F.col("u").alias("a"), F.col("low").alias("b"))
         )
-        return normalized(members)
+        return normalized(members).distinct()
 
-    def fingerprint(e: Any) -> tuple[int, int]:
-        row = e.agg(
+    def checkpointed(e: Any) -> tuple[Any, tuple[int, int]]:
+        observation = Observation()
+        observed = e.observe(
+            observation,
             F.count(F.lit(1)).alias("n"),
             F.sum(F.xxhash64("u", "v").cast("decimal(38,0)")).alias("h"),
-        ).collect()[0]
-        return int(row["n"]), int(row["h"] or 0)
+        )
+        saved = observed.localCheckpoint()
+        metrics = observation.get
+        return saved, (int(metrics["n"]), int(metrics["h"] or 0))
 
-    current = edges.localCheckpoint()
-    seen = fingerprint(current)
+    current, seen = checkpointed(edges)
     for _ in range(max_rounds):
-        following = small_star(large_star(current)).localCheckpoint()
-        now = fingerprint(following)
-        current = following
+        current, now = checkpointed(small_star(large_star(current)))
         if now == seen:
             break
         seen = now
@@ -592,11 +595,10 @@ def _run_cluster(
     if saved.exists():
         return pq.read_table(saved)
     names = [spec.name for spec in config.domains]
-    small = _collect_arrow(
-        keyed.select(
-            "sample_key", "domain", "quality", "split_hash", "signature", "topic_signature"
-        ).orderBy("sample_key")
+    small = _collect_arrow(  # sorted here, not by a Spark sort (a sampling job and a shuffle)
+        keyed.select("sample_key", "domain", "quality", "split_hash", "signature", "topic_signature")
     )
+    small = small.take(pa.array(np.argsort(small["sample_key"].to_numpy(), kind="stable")))
     n = small.num_rows
     if not np.array_equal(small["sample_key"].to_numpy(), np.arange(n)):
         raise RuntimeError("sample keys are not contiguous; the prepare output is incomplete")
@@ -612,12 +614,8 @@ def _run_cluster(
     if components.num_rows:
         dup_id[components["node"].to_numpy()] = components["component"].to_numpy()
     dup_size = np.bincount(dup_id, minlength=n).astype(np.int64)[dup_id]
-    topic_column = pa.array(
-        [b if b is not None else b"" for b in small["topic_signature"].to_pylist()], pa.binary()
-    )
-    signature_column = pa.array(
-        [b if b is not None else b"" for b in small["signature"].to_pylist()], pa.binary()
-    )
+    topic_column = small["topic_signature"].cast(pa.binary()).fill_null(b"")
+    signature_column = small["signature"].cast(pa.binary()).fill_null(b"")
     index = BuildIndex(  # the 5-gram signatures confirm the vocabulary pass's candidates
         domain=small["domain"].to_numpy().astype(np.int32),
         unit_offsets=offsets,
@@ -772,6 +770,11 @@ def _run_write(
         cluster.select(["sample_key", "split", *SIDECAR_FROM_CLUSTER]).to_pandas()
     )
     partitions = options.write_partitions or spark.sparkContext.defaultParallelism
+    written_columns = [  # what _write_parts reads: the shuffle carries nothing else
+        "stream", "sample_key", "text", "source", "id", "meta", "num_bytes", "quality",
+        "signature", "tokens", *(_signal_column(name) for name in signals),
+        *SIDECAR_FROM_CLUSTER,
+    ]
     rows = (
         keyed.join(cluster_frame, on="sample_key")
         .where(F.col("split") != SPLIT_REMOVED)
@@ -781,6 +784,7 @@ def _run_write(
                 "int"
             ),
         )
+        .select(*written_columns)
         .repartitionByRange(partitions, "stream", "sample_key")
         .sortWithinPartitions("stream", "sample_key")
     )

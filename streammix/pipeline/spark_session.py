@@ -15,7 +15,12 @@ Without pyspark, or without any Java, the error is one line naming
 
 ``local_spark_session`` is the session of tests, benchmarks and ``streammix-build --engine
 spark`` without ``--spark-master``: small and quiet (no UI, no progress bars, few shuffle
-partitions, a modest driver heap). On a cluster, pass your own session to
+partitions, a modest driver heap). Its JVM compiles with the client JIT compiler only
+(``-XX:TieredStopAtLevel=1``) and collects garbage with the parallel (throughput)
+collector: a local build's JVM mostly schedules small jobs and moves Arrow batches, and in
+a warm build on 2 cores the optimizing C2 compiler took 5-8 CPU seconds per build, more
+than all the JVM's task threads together, and G1's concurrent threads 1-2 more, on the
+cores the Python workers need (``benchmarks/RESULTS.md``, issue 20). On a cluster, pass your own session to
 ``streammix.pipeline.spark.run_spark_build`` (or use ``spark-submit``, README).
 """
 
@@ -86,13 +91,15 @@ def local_spark_session(
     app_name: str = "streammix-build",
     driver_memory: str = "1g",
     shuffle_partitions: int = 4,
+    java_options: str = "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC",
     conf: Mapping[str, str] | None = None,
 ) -> Any:
     """A quiet ``SparkSession`` on ``master`` (see the module docstring for Java).
 
-    ``master=None`` keeps what ``spark-submit`` configured (master, memory, partitions;
-    without spark-submit PySpark's default ``local[*]``) and only turns off the UI and the
-    progress bars.
+    ``java_options`` are the driver JVM's options (the executors' too, in local mode: they
+    are the same JVM). ``master=None`` keeps what ``spark-submit`` configured (master,
+    memory, partitions, JVM options; without spark-submit PySpark's default ``local[*]``)
+    and only turns off the UI and the progress bars.
     """
     require_pyspark()
     from pyspark.sql import SparkSession
@@ -107,6 +114,7 @@ def local_spark_session(
         builder = builder.master(master)
         settings |= {
             "spark.driver.memory": driver_memory,
+            "spark.driver.extraJavaOptions": java_options,
             "spark.ui.enabled": "false",
             "spark.sql.shuffle.partitions": str(shuffle_partitions),
             "spark.default.parallelism": str(shuffle_partitions),

@@ -265,3 +265,11 @@ def test_a_killed_spark_build_leaves_no_manifest_and_a_rerun_continues(
     local = run_build(_config(domains, tmp_path / "local"))
     assert summary.rows == local.rows
     assert _samples(tmp_path / "spark") == _samples(tmp_path / "local")
+
+
+def test_the_local_session_jvm_uses_the_client_compiler_and_the_parallel_collector(spark):
+    """The local session's JVM options (``local_spark_session``, issue 20) are in force."""
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    arguments = list(runtime.getInputArguments())
+    assert "-XX:TieredStopAtLevel=1" in arguments
+    assert "-XX:+UseParallelGC" in arguments
