@@ -29,8 +29,10 @@ pretraining runs do; ``ExperimentConfig.lr_schedule``). With a constant rate (wh
 benchmark used before, ``--lr-schedule constant``) the final weights of this small model
 depend on the last few batches' composition: cutting the same uniform weights into Aioli's
 28 pieces moved the target by -0.17 to +0.49 nats per seed (``pathology_replay.py``,
-RESULTS.md). Results record their schedule, and a rerun into a folder only reuses runs of
-the same steps and schedule.
+RESULTS.md). The decay did not remove that order sensitivity (-0.31 to +0.28 with it), so
+use many seeds (10 gave paired intervals of about +-0.05 to +-0.17 nats on the CPU preset).
+Results record their schedule, and a rerun into a folder only reuses runs of the same
+steps and schedule.
 
 * ``natural``: static weights by token share; ``stratified``: uniform static weights;
 * ``clean-only``: an oracle, not a mixer: uniform over the clean domains, 0 elsewhere (how
