@@ -23,6 +23,17 @@ Every recipe trains the same model from the same initialisation for the same num
 steps on packed ``seq_len``-token blocks (``MixingConfig(sequence_length=...)``), so every
 recipe gets exactly ``steps * batch * seq_len`` training tokens:
 
+Every preset trains with a decayed learning rate (``lr_schedule="cosine"``: linear warmup
+over the first 5% of the steps, then a cosine decay to 10% of ``lr`` at the last step, as
+pretraining runs do; ``ExperimentConfig.lr_schedule``). With a constant rate (what this
+benchmark used before, ``--lr-schedule constant``) the final weights of this small model
+depend on the last few batches' composition: cutting the same uniform weights into Aioli's
+28 pieces moved the target by -0.17 to +0.49 nats per seed (``pathology_replay.py``,
+RESULTS.md). The decay did not remove that order sensitivity (-0.31 to +0.28 with it), so
+use many seeds (10 gave paired intervals of about +-0.05 to +-0.17 nats on the CPU preset).
+Results record their schedule, and a rerun into a folder only reuses runs of the same
+steps and schedule.
+
 * ``natural``: static weights by token share; ``stratified``: uniform static weights;
 * ``clean-only``: an oracle, not a mixer: uniform over the clean domains, 0 elsewhere (how
   much there is to find);
@@ -101,6 +112,9 @@ class Preset:
     n_embd: int
     n_head: int
     lr: float
+    lr_schedule: str           # ExperimentConfig.lr_schedule
+    lr_warmup_fraction: float  # share of the steps warming up
+    lr_final_fraction: float   # lr at the last step / lr
     aioli_lp_steps: int
     aioli_update_steps: int
     opmix_probe_steps: int  # LoRA steps per domain's probe
@@ -115,20 +129,23 @@ PRESETS = {
     "cpu": Preset(code_chunks=1500, docs_chunks=900, packages_chunks=150, junk_chunks=1500,
                   boilerplate_chunks=1500, dups_chunks=1500, dups_sources=8, vocab_size=2048,
                   val_samples=32, steps=240, batch_size=16, seq_len=64, n_layer=2, n_embd=64,
-                  n_head=4, lr=3e-3, aioli_lp_steps=4, aioli_update_steps=60, opmix_probe_steps=20, device="cpu", precision=None,
+                  n_head=4, lr=3e-3, lr_schedule="cosine", lr_warmup_fraction=0.05, lr_final_fraction=0.1,
+                  aioli_lp_steps=4, aioli_update_steps=60, opmix_probe_steps=20, device="cpu", precision=None,
                   seeds=(0, 1, 2, 3, 4), jobs=2, threads=1),
     # One GPU: GPT-2 with 8 layers, width 512 and a 8192-token vocabulary (about 30M
     # parameters), 256-token blocks, batch 32, 1200 steps (9.8M tokens per run).
     "gpu": Preset(code_chunks=20000, docs_chunks=950, packages_chunks=400, junk_chunks=20000,
                   boilerplate_chunks=20000, dups_chunks=20000, dups_sources=40, vocab_size=8192,
                   val_samples=64, steps=1200, batch_size=32, seq_len=256, n_layer=8,
-                  n_embd=512, n_head=8, lr=1e-3, aioli_lp_steps=10, aioli_update_steps=150, opmix_probe_steps=40, device="gpu",
+                  n_embd=512, n_head=8, lr=1e-3, lr_schedule="cosine", lr_warmup_fraction=0.05, lr_final_fraction=0.1,
+                  aioli_lp_steps=10, aioli_update_steps=150, opmix_probe_steps=40, device="gpu",
                   precision="amp_bf16", seeds=(0, 1, 2, 3, 4), jobs=4, threads=2),
     # A smoke test of the whole pipeline in seconds of training (numbers mean nothing).
     "smoke": Preset(code_chunks=120, docs_chunks=90, packages_chunks=30, junk_chunks=120,
                     boilerplate_chunks=120, dups_chunks=120, dups_sources=3, vocab_size=512,
                     val_samples=8, steps=12, batch_size=4, seq_len=32, n_layer=1, n_embd=32,
-                    n_head=2, lr=3e-3, aioli_lp_steps=1, aioli_update_steps=12, opmix_probe_steps=2, device="cpu", precision=None,
+                    n_head=2, lr=3e-3, lr_schedule="cosine", lr_warmup_fraction=0.05, lr_final_fraction=0.1,
+                  aioli_lp_steps=1, aioli_update_steps=12, opmix_probe_steps=2, device="cpu", precision=None,
                     seeds=(0, 1), jobs=1, threads=1),
 }
 
@@ -247,6 +264,13 @@ def mean_weights(history: list[dict], steps: int) -> list[float] | None:
     return None if acc is None else [float(x) for x in acc / total]
 
 
+def same_training(result: dict, preset: Preset) -> bool:
+    """Whether a stored result was trained for the preset's steps and lr schedule (results
+    from before the schedule was recorded were trained at a constant rate)."""
+    return (result["steps"] == preset.steps
+            and result.get("lr_schedule", "constant") == preset.lr_schedule)
+
+
 def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
             tokenizer_dir: Path) -> dict:
     """One training run (called in a child process)."""
@@ -299,7 +323,9 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
         build=build, out=work / f"run-{recipe}-seed{seed}", steps=preset.steps, seed=seed,
         seq_len=preset.seq_len, batch_size=preset.batch_size, vocab_size=len(tokenizer),
         pad_id=int(tokenizer.pad_token_id), n_layer=preset.n_layer, n_embd=preset.n_embd,
-        n_head=preset.n_head, lr=preset.lr, val_samples=preset.val_samples, packed=True,
+        n_head=preset.n_head, lr=preset.lr, lr_schedule=preset.lr_schedule,
+        lr_warmup_fraction=preset.lr_warmup_fraction,
+        lr_final_fraction=preset.lr_final_fraction, val_samples=preset.val_samples, packed=True,
         separator_id=int(tokenizer.eos_token_id), device=preset.device,
         precision=preset.precision, **options))
     result["recipe"] = recipe
@@ -428,6 +454,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"), default=None,
+                        help="override the preset's learning-rate schedule")
     parser.add_argument("--jobs", type=int, default=None, help="runs at a time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--prepare-only", action="store_true",
@@ -437,7 +465,8 @@ def main() -> None:
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     overrides = {k: v for k, v in (("steps", args.steps), ("jobs", args.jobs),
-                                   ("threads", args.threads)) if v is not None}
+                                   ("threads", args.threads),
+                                   ("lr_schedule", args.lr_schedule)) if v is not None}
     if args.seeds is not None:
         overrides["seeds"] = tuple(args.seeds)
     preset = replace(preset, **overrides)
@@ -452,17 +481,18 @@ def main() -> None:
         return
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else []
-    results = [r for r in results if r["steps"] == preset.steps]
+    results = [r for r in results if same_training(r, preset)]
     done = {(r["recipe"], r["seed"]) for r in results}
 
     def launch(job: tuple[str, int]) -> dict:
         recipe, seed = job
         started = time.perf_counter()
         child = args.out / f"result-{recipe}-seed{seed}.json"
-        if child.exists() and json.loads(child.read_text())["steps"] == preset.steps:
+        if child.exists() and same_training(json.loads(child.read_text()), preset):
             return json.loads(child.read_text())  # finished before an interruption
         command = [sys.executable, __file__, "--out", str(args.out), "--preset", args.preset,
                    "--steps", str(preset.steps), "--threads", str(preset.threads),
+                   "--lr-schedule", preset.lr_schedule,
                    "--one", recipe, str(seed)]
         # Upstream StreamingDataset's shared-memory names can collide between processes
         # that start at the same moment (FileExistsError '/00xxxx_locals'): retry.

@@ -3,7 +3,8 @@
 For one seed of a finished ``bench_pathology.py`` output folder, train the same model on the
 same build with the ``scheduled`` policy whose piecewise points are the weights an ``aioli``
 run published (its ``history.jsonl``), and print the held-out target beside Aioli's and
-stratified's. Variants:
+stratified's. The model, run length and learning-rate schedule are those in the folder's
+``results.md`` header (folders from before the schedule existed: a constant rate). Variants:
 
 * ``aioli``: Aioli's own weights at Aioli's steps: no held-out evaluations, no policy; equal
   losses mean Aioli's measurements have no side effect on training;
@@ -67,7 +68,9 @@ def main() -> None:
         seed=args.seed, seq_len=preset["seq_len"], batch_size=preset["batch_size"],
         vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
         n_layer=preset["n_layer"], n_embd=preset["n_embd"], n_head=preset["n_head"],
-        lr=preset["lr"], val_samples=preset["val_samples"], packed=True,
+        lr=preset["lr"], lr_schedule=preset.get("lr_schedule", "constant"),
+        lr_warmup_fraction=preset.get("lr_warmup_fraction", 0.0),
+        lr_final_fraction=preset.get("lr_final_fraction", 0.1), val_samples=preset["val_samples"], packed=True,
         separator_id=int(tokenizer.eos_token_id), device="cpu", precision=None,
         policy="scheduled", weights={n: 1.0 for n in names},
         policy_options={"points": points, "mode": "piecewise"}))
@@ -75,6 +78,7 @@ def main() -> None:
     peers = {r: json.loads((args.out / f"result-{r}-seed{args.seed}.json").read_text())
              for r in (args.recipe, "stratified")}
     print(json.dumps({"seed": args.seed, "variant": args.variant, "pieces": len(points),
+                      "lr_schedule": result["lr_schedule"],
                       "target": target,
                       **{f"{r}_target": peers[r]["target_loss"] for r in peers},
                       "held_out_loss": result["held_out_loss"]}))

@@ -17,6 +17,16 @@ the tokenizer's end-of-text, when not given), so the weights and the per-domain 
 token shares, every position is a target and ``steps * batch_size * seq_len`` is the run's
 exact token budget; without it, each document is cut at ``seq_len`` and padded. Held-out
 documents are evaluated one per row (truncated to ``seq_len``) either way.
+The learning rate follows ``lr_schedule``: ``"constant"`` (the default: ``lr`` at every step,
+no warmup), ``"cosine"`` (linear warmup from 0 over ``lr_warmup_fraction`` of the steps, then
+a cosine decay to ``lr_final_fraction * lr`` at the last step: Composer's
+``CosineAnnealingWithWarmupScheduler``) or ``"linear"`` (the same warmup, then a straight
+line down to the same floor: ``LinearWithWarmupScheduler``). With a constant rate a small
+model's final weights depend heavily on the last few batches; a decay averages that out,
+as pretraining runs do. Composer steps the scheduler at the end of every batch, before its
+step count moves on, so batch ``i`` trains at the schedule's value after ``i - 1`` steps (with
+a warmup the first two batches at 0) and the result's ``final_lr`` is the value after
+``steps - 1`` (within 0.1% of the floor for 240 steps with 5% warmup).
 ``device="gpu"`` trains on the GPU (Composer's device name), optionally with a
 ``precision`` such as ``"amp_bf16"``; held-out batches follow the model to its device.
 
@@ -37,7 +47,12 @@ import torch
 from composer import Trainer
 from composer.core import Callback, Event, State
 from composer.loggers import Logger
-from composer.optim import DecoupledAdamW
+from composer.optim import (
+    ComposerScheduler,
+    CosineAnnealingWithWarmupScheduler,
+    DecoupledAdamW,
+    LinearWithWarmupScheduler,
+)
 from torch.utils.data import DataLoader
 
 from streammix.composer.callback import OnlineMixing
@@ -46,6 +61,8 @@ from streammix.composer.model import LMCollator, tiny_gpt2
 from streammix.composer.opmix import OpMixProbing
 from streammix.dataset.config import MixingConfig
 from streammix.dataset.dataset import StreamMixDataset
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +83,9 @@ class ExperimentConfig:
     n_embd: int = 128
     n_head: int = 4
     lr: float = 3e-3
+    lr_schedule: str = "constant"                # "constant", "cosine" or "linear" (see above)
+    lr_warmup_fraction: float = 0.0              # share of the steps warming up (cosine/linear)
+    lr_final_fraction: float = 0.1               # lr at the last step / lr (cosine/linear)
     vocab_size: int = 4096
     pad_id: int = 0
     val_samples: int = 64
@@ -75,6 +95,28 @@ class ExperimentConfig:
     precision: str | None = None                # Composer precision, e.g. "amp_bf16"
     verbose: bool = False                       # print decisions and progress
     progress_every_s: float = 5.0               # seconds between progress lines (verbose)
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_warmup_fraction < 1.0:
+            raise ValueError("lr_warmup_fraction must be in [0, 1), "
+                             f"got {self.lr_warmup_fraction}")
+        if not 0.0 <= self.lr_final_fraction <= 1.0:
+            raise ValueError("lr_final_fraction must be in [0, 1], "
+                             f"got {self.lr_final_fraction}")
+
+
+def lr_scheduler(config: ExperimentConfig) -> ComposerScheduler | None:
+    """Composer's scheduler for ``config.lr_schedule`` (None: the constant rate)."""
+    if config.lr_schedule == "constant":
+        return None
+    warmup = f"{round(config.lr_warmup_fraction * config.steps)}ba"
+    if config.lr_schedule == "cosine":
+        return CosineAnnealingWithWarmupScheduler(t_warmup=warmup,
+                                                  alpha_f=config.lr_final_fraction)
+    return LinearWithWarmupScheduler(t_warmup=warmup, alpha_f=config.lr_final_fraction)
 
 
 def _domain_values(names: Sequence[str], values: Sequence[float | None] | None,
@@ -230,19 +272,22 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
             callbacks.append(PrintDecisions(mixing_callback, max_steps=config.steps))
     if config.verbose:
         callbacks.append(PrintProgress(max_steps=config.steps, every_s=config.progress_every_s))
+    scheduler = lr_scheduler(config)
     trainer = Trainer(model=model, optimizers=DecoupledAdamW(model.parameters(), lr=config.lr),
-                      train_dataloader=loader, max_duration=f"{config.steps}ba",
+                      schedulers=scheduler, train_dataloader=loader, max_duration=f"{config.steps}ba",
                       callbacks=callbacks, device=config.device, precision=config.precision,
                       seed=config.seed, progress_bar=False, log_to_console=False)
     started = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - started
+    # After the last step Composer has stepped the scheduler once more: the floor when decayed.
+    final_lr = float(trainer.state.optimizers[0].param_groups[0]["lr"])
     losses = held_out_loss(model, dataset, collate, per_domain=config.val_samples)
     trainer.close()
     mean_loss = sum(losses.values()) / len(losses)
     result = {
         "policy": config.policy, "seed": config.seed, "steps": config.steps,
-        "packed": config.packed,
+        "packed": config.packed, "lr_schedule": config.lr_schedule, "final_lr": final_lr,
         "train_seconds": seconds, "held_out_loss": losses,
         "perplexity": {n: math.exp(v) for n, v in losses.items()},
         "mean_perplexity": sum(math.exp(v) for v in losses.values()) / len(losses),

@@ -134,6 +134,9 @@ def test_gpu_script_smoke_runs_the_whole_pipeline_on_cpu(tmp_path: Path) -> None
         (recipe, seed) for recipe in bench.RECIPES for seed in bench.PRESETS["smoke"].seeds}
     preset = bench.PRESETS["smoke"]
     assert {r["tokens"] for r in results} == {preset.steps * preset.batch_size * preset.seq_len}
+    # the decayed schedule was applied: after the last step every run's rate is near the floor
+    assert {r["lr_schedule"] for r in results} == {"cosine"}
+    assert all(r["final_lr"] < 1.25 * preset.lr_final_fraction * preset.lr for r in results)
     summary = (out / "results.md").read_text()
     assert "Paired difference of the target against stratified" in summary
     assert "preset: smoke" in (out / "machine.txt").read_text()
