@@ -9,6 +9,7 @@ bucket or prefix is a clear error.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import sys
 from pathlib import Path
@@ -146,7 +147,12 @@ def test_spark_build_from_s3a_equals_the_local_build_from_disk(s3, tmp_path: Pat
     local_domains = _corpus_specs(data)
     run_build(_config(local_domains, tmp_path / "local"))
     url = f"s3://{BUCKET}/spark-out"
-    spark = local_spark_session("local[2]", shuffle_partitions=3)  # after the s3 fixture's env
+    # PySpark keeps one JVM per Python process, with the environment of its first start
+    # (another test's session may have started it before the s3 fixture set the
+    # credentials), so the executors get them as executorEnv, as a cluster's would
+    credentials = {f"spark.executorEnv.{key}": os.environ[key]
+                   for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    spark = local_spark_session("local[2]", shuffle_partitions=3, conf=credentials)
     try:
         run_spark_build(_config(remote, url, s3_endpoint_url=s3.endpoint), spark)
     finally:
