@@ -275,10 +275,11 @@ def _build_window_nb(k, w, window_shards, order, piece_start, piece_stop, counts
     n = 0
     for j in range(w * window_shards, min((w + 1) * window_shards, order.shape[0])):
         shard = order[j]
+        copies = piece_copies[shard] if piece_copies.shape[0] > 0 else -1  # one-sample piece
         for sample in range(piece_start[shard], piece_stop[shard]):
             repeats = 1 if counts.shape[0] == 0 else counts[sample]
-            if piece_copies.shape[0] > 0 and piece_copies[shard] >= 0:
-                repeats = piece_copies[shard]
+            if copies >= 0:
+                repeats = copies
             for _ in range(repeats):
                 buf[n] = sample
                 n += 1
