@@ -181,7 +181,8 @@ def train(args: argparse.Namespace) -> None:
                                             "packing": args.packing}
     mixing = MixingConfig(global_batch_size=args.global_batch, seed=args.seed,
                           weight_updates="static" if args.policy == "none" else args.mode,
-                          lag_batches=args.lag, publish_timeout_s=120, **packing)
+                          lag_batches=args.lag, publish_timeout_s=120,
+                          canonical_nodes=args.canonical_nodes, **packing)
     extra = {"cache_limit": args.cache_limit} if args.cache_limit else {}
     if args.build:  # a streammix build, read from --data (a remote when --remote) into --cache
         where = ({"remote": args.data, "local": args.cache} if args.remote
@@ -243,6 +244,7 @@ def main() -> None:
     run.add_argument("--global-batch", type=int, default=8)
     run.add_argument("--workers", type=int, default=0)
     run.add_argument("--seed", type=int, default=17)
+    run.add_argument("--canonical-nodes", type=int, default=None)
     run.add_argument("--policy", default="none")
     run.add_argument("--policy-options", default="{}")
     run.add_argument("--mode", default="exact", choices=["exact", "lagged"])
