@@ -48,6 +48,10 @@ steps and schedule.
   uniform, the weights it trained on). The probes' LoRA steps and held-out passes are not
   training steps: the token budget is the same, and their cost is reported as a share of
   the run's compute (``probe_compute_share``, from the decision's ``info``);
+* ``aioli-target``, ``opmix-target``: the same policies told the target
+  (``target_weights``: a third on each clean domain's held-out loss, 0 on the pathological
+  ones), as a user who knows the held-out mix they train for would run them; ``aioli`` and
+  ``opmix`` minimize the equal-weight mean of all six held-out losses, as the references do;
 * ``doremi``: online DoReMi, resampling form, eta 1, interval 10, on held-out losses, with
   the reference losses of the same seed's stratified model (the paper's reference model:
   trained on the reference mixture for the same budget; its compute is not counted);
@@ -85,8 +89,8 @@ import numpy as np
 
 CLEAN = ("code", "docs", "packages")
 PATHOLOGICAL = ("junk", "boilerplate", "dups")
-RECIPES = ("stratified", "natural", "clean-only", "aioli", "odm", "doremi", "opmix",
-           "samplemix-a0.8")
+RECIPES = ("stratified", "natural", "clean-only", "aioli", "aioli-target", "odm", "doremi",
+           "opmix", "opmix-target", "samplemix-a0.8")
 BASELINES = ("stratified", "natural")
 
 
@@ -293,16 +297,21 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
         options["weights"] = None  # token shares of the build or of the SampleMix counts
     if recipe == "clean-only":
         options["weights"] = {n: float(n in CLEAN) for n in names}
-    elif recipe == "aioli":
+    elif recipe in ("aioli", "aioli-target"):
         options["policy"] = "aioli"
         options["policy_options"] = {"lp_rounds": 1, "lp_steps": preset.aioli_lp_steps,
                                      "update_steps": preset.aioli_update_steps, "seed": seed}
+        if recipe == "aioli-target":
+            options["policy_options"]["target_weights"] = target_weights(names)
     elif recipe == "odm":
         options["policy"] = "odm"
         options["policy_options"] = {"interval": 10}
-    elif recipe == "opmix":
+    elif recipe in ("opmix", "opmix-target"):
         # The prior q is the initial (uniform) weights, as the other online recipes start.
-        options.update(policy="opmix", policy_options={"seed": seed, "prior": "initial"},
+        policy_options = {"seed": seed, "prior": "initial"}
+        if recipe == "opmix-target":
+            policy_options["target_weights"] = target_weights(names)
+        options.update(policy="opmix", policy_options=policy_options,
                        probe=ProbeConfig(r=16, alpha=32.0, steps=preset.opmix_probe_steps,
                                          lr=preset.lr, batch_size=preset.batch_size,
                                          train_samples=256, val_samples=preset.val_samples,
@@ -334,9 +343,14 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
     result["target_loss"] = statistics.fmean(result["held_out_loss"][n] for n in CLEAN)
     history = result.pop("history")
     result["mean_weights"] = mean_weights(history, preset.steps)
-    if recipe == "opmix":  # the decision after probing, with its cost
+    if recipe.startswith("opmix"):  # the decision after probing, with its cost
         result["decision"] = next((h for h in history if h["phase"] == "opmix"), None)
     return result
+
+
+def target_weights(names: list[str]) -> list[float]:
+    """The target's weights on the domains' held-out losses: equal on the clean domains."""
+    return [float(n in CLEAN) / len(CLEAN) for n in names]
 
 
 def static_shares(recipe: str, seed: int, build: Path, work: Path) -> list[float] | None:
@@ -421,24 +435,26 @@ def summarize(results: list[dict], seeds: list[int]) -> str:
                          + f" | {mean:+.4f} | [{low:+.4f}, {high:+.4f}] | {verdict} |")
     static = [by[(r, s)]["train_seconds"] for r in ("stratified", "natural") for s in seeds
               if (r, s) in by]
-    for recipe, label in (("aioli", "Aioli"), ("opmix", "OP-Mix")):
+    for recipe, label in (("aioli", "Aioli"), ("aioli-target", "Aioli (target)"),
+                          ("opmix", "OP-Mix"), ("opmix-target", "OP-Mix (target)")):
         online = [by[(recipe, s)]["train_seconds"] for s in seeds if (recipe, s) in by]
         if static and online:
             lines += ["", f"{label}'s wall-time overhead over static mixing (median train "
                       f"seconds, same steps): {statistics.median(online):.1f} s / "
                       f"{statistics.median(static):.1f} s = "
                       f"{statistics.median(online) / statistics.median(static):.2f}x"]
-    decisions = [(s, by[("opmix", s)].get("decision")) for s in seeds if ("opmix", s) in by]
-    if any(d for _, d in decisions):
+    decisions = [(r, s, by[(r, s)].get("decision")) for r in ("opmix", "opmix-target")
+                 for s in seeds if (r, s) in by]
+    if any(d for _, _, d in decisions):
         lines += ["", "OP-Mix's decision per seed (weights for the rest of the run) and its probe "
                   "cost as a share of the run's training compute (LoRA samples counted as full "
                   "training samples, held-out forwards as a third of one):", "",
-                  "| seed | step | " + " | ".join(names) + " | LoRA steps | train share | "
-                  "eval share | compute share |", "|" + "---|" * (len(names) + 6)]
-        for seed, d in decisions:
+                  "| recipe | seed | step | " + " | ".join(names) + " | LoRA steps | "
+                  "train share | eval share | compute share |", "|" + "---|" * (len(names) + 7)]
+        for recipe, seed, d in decisions:
             if d:
                 info = d["info"]
-                lines.append(f"| {seed} | {d['step']} | "
+                lines.append(f"| {recipe} | {seed} | {d['step']} | "
                              + " | ".join(f"{w:.3f}" for w in d["weights"])
                              + f" | {info['probe_train_steps']:.0f} | "
                              f"{info['probe_train_share']:.0%} | {info['probe_eval_share']:.0%} | "

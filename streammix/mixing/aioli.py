@@ -21,6 +21,11 @@ Each round starts with LearnParams, using ``h = one_hot_factor``:
    ``"ema"``: ``Abar = A`` in the first round, else ``Abar = (1 - ema) A + ema Abar``, and
    ``w = w0 * exp(eta * Abar.sum(0))``;
    ``"multiplicative"``: ``w = w_prev * exp(eta * A.sum(0))`` with ``w_prev = w0`` at first.
+   With ``target_weights`` ``t`` (the held-out mix the run is for, normalized to sum 1) the
+   column sums become ``m * (t @ A)``: row ``i`` of ``A`` is how much each domain lowers
+   evaluation domain ``i``'s loss, so the update follows the target's loss instead of the
+   equal-weight sum the reference minimizes (``t = 1/m`` gives the sum back; Skill-It, the
+   same authors' earlier method, weighs evaluation skills this way).
 7. ``p = w / sum(w)``; train the remaining ``U - lp_rounds * lp_steps * m`` steps on ``p``.
 
 ``w0`` is uniform (the reference always restarts from ones); ``anchor="initial"`` uses the
@@ -66,6 +71,7 @@ from streammix.mixing.protocol import (
     check_phase,
     check_positive_int,
     check_real,
+    check_weights,
     initial_or_uniform,
     observed_vector,
     round_state,
@@ -124,6 +130,13 @@ def normalize_interactions(a: np.ndarray) -> np.ndarray:
     return a / total if total > 0 else a
 
 
+def column_scores(a: np.ndarray, target: list[float] | None) -> np.ndarray:
+    """``A.sum(0)``, or ``m * (t @ A)`` for target weights ``t`` over the evaluated rows."""
+    if target is None:
+        return a.sum(axis=0)
+    return a.shape[0] * (np.asarray(target, dtype=np.float64) @ a)
+
+
 def exponentiated_weights(base: np.ndarray, scores: np.ndarray, eta: float) -> np.ndarray:
     """``base * exp(eta * scores)`` normalized, computed without overflow."""
     exponent = eta * scores
@@ -149,9 +162,13 @@ class AioliPolicy(ResolvedStateDict):
     use_realized_mixtures: bool = True
     anchor: Literal["uniform", "initial"] = "uniform"
     prior_steps: int = 0
+    target_weights: tuple[float, ...] | None = None  # one per domain's held-out loss
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.target_weights is not None:
+            object.__setattr__(self, "target_weights", tuple(check_weights(
+                self.target_weights, what="target_weights").tolist()))
         for name in ("lp_rounds", "lp_steps", "update_steps"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
@@ -206,6 +223,11 @@ class AioliPolicy(ResolvedStateDict):
             prior_steps=self.prior_steps,
             seed=self.seed,
         )
+        if self.target_weights is not None:  # only when set: older checkpoints still load
+            if len(self.target_weights) != num_domains:
+                raise ValueError(f"target_weights has {len(self.target_weights)} entries but "
+                                 f"there are {num_domains} domains")
+            params["target_weights"] = list(self.target_weights)
         return params
 
     def init(self, num_domains: int, initial_weights: np.ndarray | None = None) -> dict:
@@ -311,12 +333,14 @@ class AioliPolicy(ResolvedStateDict):
         a, info = self._interactions(state)
         first = state["round"] == 0
         ema_a = state["ema_a"]
+        target = params.get("target_weights")
         if params["update_rule"] == "ema":
             ema_a = a if first else (1.0 - params["ema"]) * a + params["ema"] * ema_a
-            weights = exponentiated_weights(state["base"], ema_a.sum(axis=0), params["eta"])
+            weights = exponentiated_weights(state["base"], column_scores(ema_a, target),
+                                            params["eta"])
         else:
             previous = state["base"] if first else state["weights"]
-            weights = exponentiated_weights(previous, a.sum(axis=0), params["eta"])
+            weights = exponentiated_weights(previous, column_scores(a, target), params["eta"])
         info["round"] = state["round"]
         for j, column_sum in enumerate(a.sum(axis=0)):
             info[f"a_colsum_{j}"] = column_sum

@@ -23,23 +23,25 @@ grid: ``c`` cycles through ``linspace(-2, 1.5, 10)``; ``t`` is drawn with
 ``t_i ~ -U(0, 1)`` for the evaluation domain's own training domain (when evaluation and
 training domains coincide) and ``t_j ~ U(0, 0.1)`` otherwise, seeded per evaluation domain.
 
-**Proposer.** With slopes ``T`` (row ``i`` = ``t_i``), ``n`` evaluation domains and prior
-``q`` the next mixture is
+**Proposer.** With slopes ``T`` (row ``i`` = ``t_i``), ``n`` evaluation domains, their
+target weights ``w`` (the held-out mix the run is for; ``w_i = 1/n``, the reference's equal
+weights, unless given) and prior ``q`` the next mixture is
 
-    x* = argmin_{x in simplex} F(x),   F(x) = (1/n) sum_i exp(t_i . x) + lambda KL(x || q)
+    x* = argmin_{x in simplex} F(x),   F(x) = sum_i w_i exp(t_i . x) + lambda KL(x || q)
 
-(``lambda = 0.05`` in the reference; the constant ``exp(c_i)`` does not move the argmin).
+(``lambda = 0.05`` in the reference; the constant ``exp(c_i)`` does not move the argmin;
+an evaluation domain with ``w_i = 0`` drops out).
 ``F`` is strictly convex for ``lambda > 0``; ``x*_j = 0`` exactly where ``q_j = 0`` and
 ``x*_j > 0`` elsewhere. Stationarity on the support ``S`` of ``q`` reads
 
-    g_j(x) + lambda (log(x_j / q_j) + 1) = mu   for all j in S,  g = T^T exp(T x) / n,
+    g_j(x) + lambda (log(x_j / q_j) + 1) = mu   for all j in S,  g = T^T (w * exp(T x)),
 
-so ``x* = softmax_S(log q - T^T nu / lambda)`` with ``nu = exp(T x*) / n``. streammix solves
-the concave dual in ``nu > 0``,
+so ``x* = softmax_S(log q - T^T nu / lambda)`` with ``nu = w * exp(T x*)``. streammix solves
+the concave dual in ``nu > 0`` (over the evaluation domains with ``w_i > 0``),
 
-    D(nu) = sum_i (nu_i - nu_i log(n nu_i)) - lambda log sum_{j in S} q_j exp(-(T^T nu)_j / lambda),
+    D(nu) = sum_i (nu_i - nu_i log(nu_i / w_i)) - lambda log sum_{j in S} q_j exp(-(T^T nu)_j / lambda),
 
-whose gradient is ``T x(nu) - log(n nu)``, by damped Newton steps (exact Hessian, Armijo
+whose gradient is ``T x(nu) - log(nu / w)``, by damped Newton steps (exact Hessian, Armijo
 backtracking; a step ``d`` is taken as ``nu * exp(alpha d / nu)``, the same to first order,
 so ``nu`` stays positive without shortening the step), then maps back to ``x``. It stops
 when the Newton decrement or the dual gradient reaches ~1e-12 (relative), or, for very steep
@@ -217,17 +219,39 @@ def check_mixtures(mixtures: np.ndarray, *, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- proposer
 
 
-def objective(x: np.ndarray, slopes: np.ndarray, prior: np.ndarray, kl_reg: float) -> float:
-    """``F(x) = (1/n) sum_i exp(t_i . x) + lambda KL(x || q)`` (inf off the support of q)."""
+def check_target(target: np.ndarray | None, num_eval: int) -> np.ndarray | None:
+    """``target`` as float64 weights summing to 1 over ``num_eval`` evaluation domains
+    (``None`` stays ``None``: equal weights)."""
+    if target is None:
+        return None
+    w = np.array(target, dtype=np.float64)
+    if w.ndim != 1 or w.size != num_eval:
+        raise ValueError(f"target weights must be one per evaluation domain ({num_eval}), "
+                         f"got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError(f"target weights must be finite, >= 0 with a positive sum, got "
+                         f"{w.tolist()}")
+    return w / w.sum()
+
+
+def target_mean(values: np.ndarray, target: np.ndarray | None) -> float:
+    """The target-weighted mean of per-evaluation-domain ``values`` (equal weights: the mean)."""
+    return float(np.mean(values)) if target is None else float(target @ values)
+
+
+def objective(x: np.ndarray, slopes: np.ndarray, prior: np.ndarray, kl_reg: float,
+              target: np.ndarray | None = None) -> float:
+    """``F(x) = sum_i w_i exp(t_i . x) + lambda KL(x || q)`` (inf off the support of q)."""
     x = np.asarray(x, dtype=np.float64)
     if np.any((x > 0) & (prior <= 0)):
         return math.inf
     pos = x > 0
     kl = float(np.sum(x[pos] * np.log(x[pos] / prior[pos])))
-    return float(np.mean(np.exp(slopes @ x))) + kl_reg * kl
+    return target_mean(np.exp(slopes @ x), check_target(target, slopes.shape[0])) + kl_reg * kl
 
 
-def kkt_residual(x: np.ndarray, slopes: np.ndarray, prior: np.ndarray, kl_reg: float) -> float:
+def kkt_residual(x: np.ndarray, slopes: np.ndarray, prior: np.ndarray, kl_reg: float,
+                 target: np.ndarray | None = None) -> float:
     """Spread ``max - min`` over the support of ``q`` of ``dF/dx_j``; 0 at the optimum.
 
     Also ``inf`` if ``x`` leaves the simplex's face spanned by the support of ``q`` or has a
@@ -237,16 +261,21 @@ def kkt_residual(x: np.ndarray, slopes: np.ndarray, prior: np.ndarray, kl_reg: f
     support = prior > 0
     if abs(x.sum() - 1.0) > 1e-9 or np.any(x[~support] != 0) or np.any(x[support] <= 0):
         return math.inf
-    g = slopes.T @ np.exp(slopes @ x) / slopes.shape[0]
+    w = check_target(target, slopes.shape[0])
+    if w is None:
+        g = slopes.T @ np.exp(slopes @ x) / slopes.shape[0]
+    else:
+        g = slopes.T @ (w * np.exp(slopes @ x))
     grad = g[support] + kl_reg * (np.log(x[support] / prior[support]) + 1.0)
     return float(grad.max() - grad.min())
 
 
 def propose(
     slopes: np.ndarray, prior: np.ndarray, kl_reg: float = 0.05, *, tol: float = 1e-12,
-    max_iter: int = 200,
+    max_iter: int = 200, target: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``argmin_x (1/n) sum_i exp(t_i . x) + kl_reg KL(x || prior)`` over the simplex."""
+    """``argmin_x sum_i w_i exp(t_i . x) + kl_reg KL(x || prior)`` over the simplex
+    (``w = target``, normalized; equal weights ``1/n`` when ``None``)."""
     t = np.array(slopes, dtype=np.float64)
     q = np.array(prior, dtype=np.float64)
     if t.ndim != 2 or t.shape[0] < 1 or q.ndim != 1 or t.shape[1] != q.size:
@@ -259,25 +288,30 @@ def propose(
     if math.isinf(kl_reg):
         return q
     support = q > 0
-    log_x = _solve_dual(t[:, support], q[support], float(kl_reg), tol, max_iter)
+    w = check_target(target, t.shape[0])
+    if w is None:  # n * nu, as the reference's equal weights give it (bit for bit)
+        inverse_w = np.full(t.shape[0], float(t.shape[0]))
+    else:
+        t, inverse_w = t[w > 0], 1.0 / w[w > 0]
+    log_x = _solve_dual(t[:, support], q[support], inverse_w, float(kl_reg), tol, max_iter)
     x = np.zeros_like(q)
     x[support] = np.exp(log_x)
     return x / x.sum()
 
 
-def _solve_dual(t: np.ndarray, q: np.ndarray, lam: float, tol: float, max_iter: int) -> np.ndarray:
+def _solve_dual(t: np.ndarray, q: np.ndarray, inverse_w: np.ndarray, lam: float, tol: float,
+                max_iter: int) -> np.ndarray:
     """Damped Newton ascent on the dual ``D(nu)``; returns ``log x*`` on the support."""
-    n = t.shape[0]
     log_q = np.log(q)
 
     def evaluate(nu: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         s = t.T @ nu
         logits = log_q - s / lam
         lse = logsumexp(logits)
-        value = float(np.sum(nu - nu * np.log(n * nu))) - _scaled_log_partition(s, q, lam)
-        return value, logits - lse, t @ np.exp(logits - lse) - np.log(n * nu)
+        value = float(np.sum(nu - nu * np.log(inverse_w * nu))) - _scaled_log_partition(s, q, lam)
+        return value, logits - lse, t @ np.exp(logits - lse) - np.log(inverse_w * nu)
 
-    nu = np.exp(np.minimum(t @ q, EXPONENT_CLIP)) / n
+    nu = np.exp(np.minimum(t @ q, EXPONENT_CLIP)) / inverse_w
     value, log_x, grad = evaluate(nu)
     best, stalled = math.inf, 0
     for _ in range(max_iter):
@@ -286,7 +320,7 @@ def _solve_dual(t: np.ndarray, q: np.ndarray, lam: float, tol: float, max_iter: 
         neg_hessian = np.diag(1.0 / nu) + ((t * x) @ t.T - np.outer(u, u)) / lam
         step = np.linalg.solve(neg_hessian, grad)
         decrement = float(grad @ step)
-        scale = max(1.0, float(np.max(np.abs(np.log(n * nu)))))
+        scale = max(1.0, float(np.max(np.abs(np.log(inverse_w * nu)))))
         if decrement <= (tol * scale) ** 2 or np.max(np.abs(grad)) <= tol * scale:
             return log_x
         alpha = 1.0

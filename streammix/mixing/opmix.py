@@ -18,7 +18,9 @@ The loop (``m`` training domains, prior ``q`` = the initial weights):
    ``(P, n)``; any mixtures on the simplex are accepted, proxies with a non-finite loss are
    dropped).
 4. ``update`` fits ``y_i(x) = exp(c_i) + exp(t_i . x)`` per evaluation domain (Huber,
-   multi-start L-BFGS), solves ``x* = argmin (1/n) sum_i exp(t_i . x) + kl_reg KL(x || q)``
+   multi-start L-BFGS), solves ``x* = argmin sum_i w_i exp(t_i . x) + kl_reg KL(x || q)``
+   (``w = target_weights``, the held-out mix the run is for; ``1/n`` each by default, the
+   reference's equal weights)
    and trains on ``x*`` (phase ``opmix``) for ``probe_every`` steps (then probes again) or,
    by default, for the rest of the run (``total_steps - step``, or a very long hold when
    ``total_steps`` is unknown). Should the proposer not converge (seen only for slopes of
@@ -41,10 +43,12 @@ import numpy as np
 
 from streammix.mixing.mixing_law import (
     check_mixtures,
+    check_target,
     fit_laws,
     kkt_residual,
     propose,
     proxy_design,
+    target_mean,
 )
 from streammix.mixing.protocol import (
     Decision,
@@ -55,6 +59,7 @@ from streammix.mixing.protocol import (
     check_phase,
     check_positive_int,
     check_real,
+    check_weights,
     initial_or_uniform,
     round_state,
 )
@@ -113,9 +118,13 @@ class OpMixPolicy(ResolvedStateDict):
     fit_starts: int = 64
     fit_max_iter: int = 500
     prior: Literal["initial", "current"] = "initial"
+    target_weights: tuple[float, ...] | None = None  # one per evaluation domain
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.target_weights is not None:
+            object.__setattr__(self, "target_weights", tuple(check_weights(
+                self.target_weights, what="target_weights", normalize=False).tolist()))
         for name in ("probe_at", "probe_every", "total_steps"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
@@ -138,8 +147,9 @@ class OpMixPolicy(ResolvedStateDict):
         return True
 
     def resolve(self, num_domains: int) -> dict:
-        """The effective options for ``num_domains`` (``num_random`` defaults to ``2 m``)."""
-        return {
+        """The effective options for ``num_domains`` (``num_random`` defaults to ``2 m``;
+        ``target_weights`` only when set, so checkpoints from before it still load)."""
+        params = {
             "probe_at": self.probe_at,
             "probe_every": self.probe_every,
             "total_steps": self.total_steps,
@@ -152,6 +162,9 @@ class OpMixPolicy(ResolvedStateDict):
             "prior": self.prior,
             "seed": self.seed,
         }
+        if self.target_weights is not None:
+            params["target_weights"] = list(self.target_weights)
+        return params
 
     def init(self, num_domains: int, initial_weights: np.ndarray | None = None) -> dict:
         num_domains = check_num_domains(num_domains, minimum=2)
@@ -211,8 +224,13 @@ class OpMixPolicy(ResolvedStateDict):
                        delta=params["huber_delta"], max_iter=params["fit_max_iter"],
                        seed=params["seed"] + state["round"])
         prior = state["prior"] if params["prior"] == "initial" else state["weights"]
+        target = params.get("target_weights")
+        if target is not None and len(target) != losses.shape[1]:
+            raise ValueError(f"target_weights has {len(target)} entries but the probes were "
+                             f"evaluated on {losses.shape[1]} held-out domains")
         try:
-            weights, failed = propose(fit.slopes, prior, params["kl_reg"]), 0.0
+            weights = propose(fit.slopes, prior, params["kl_reg"], target=target)
+            failed = 0.0
         except RuntimeError:  # only met with absurd slopes (|t| ~ 40): keep the prior
             weights, failed = prior / prior.sum(), 1.0
         step = observation.step
@@ -225,9 +243,11 @@ class OpMixPolicy(ResolvedStateDict):
         info = {"round": state["round"], "proxies_used": int(keep.sum()),
                 "propose_failed": failed,
                 "proxies_dropped": int((~keep).sum()),
-                "kkt_residual": kkt_residual(weights, fit.slopes, prior, params["kl_reg"])
+                "kkt_residual": kkt_residual(weights, fit.slopes, prior, params["kl_reg"],
+                                             target=target)
                 if math.isfinite(params["kl_reg"]) else 0.0,
-                "predicted_loss": float(np.mean(fit.predict(weights)))}
+                "predicted_loss": target_mean(fit.predict(weights)[0], check_target(
+                    target, losses.shape[1]))}
         for i in range(fit.slopes.shape[0]):
             info[f"huber_{i}"] = float(fit.huber[i])
             info[f"log_c_{i}"] = float(fit.log_c[i])

@@ -286,3 +286,35 @@ def test_observation_errors() -> None:
         policy.update(state, Observation(step=4, val_loss=[1.0, 2.0]))
     with pytest.raises(ValueError, match=">= 2"):
         policy.init(1)
+
+
+def test_target_weights_by_hand() -> None:
+    # The first test's A = [[0.3, 0.0], [0.1, 0.2]] / 0.6 with a target that only cares about
+    # evaluation domain 1: scores 2 * A[1] = (1/3, 2/3), so domain 1 (which lowers loss 1
+    # most) gets the larger weight; equal weights prefer domain 0.
+    a_true = [[0.3, 0.0], [0.1, 0.2]]
+    options = {"lp_rounds": 1, "lp_steps": 1, "eta": 1.0, "one_hot_factor": 1.0,
+               "update_steps": 5}
+    train = run_round(AioliPolicy(target_weights=[0.0, 3.0], **options),
+                      LinearLosses(a_true), 2)[3]
+    expected_p1 = math.exp(2 / 3) / (math.exp(1 / 3) + math.exp(2 / 3))
+    assert train.weights[1] == pytest.approx(expected_p1, rel=1e-12)
+    equal = run_round(AioliPolicy(target_weights=[1.0, 1.0], **options),
+                      LinearLosses(a_true), 2)[3]
+    reference = run_round(AioliPolicy(**options), LinearLosses(a_true), 2)[3]
+    np.testing.assert_allclose(equal.weights, reference.weights, rtol=1e-12)
+    assert equal.weights[0] > 0.5
+
+
+def test_target_weights_errors_and_old_checkpoints() -> None:
+    for bad in ([1.0, -1.0], [0.0, 0.0], [math.inf, 1.0]):
+        with pytest.raises(ValueError, match="target_weights"):
+            AioliPolicy(target_weights=bad)
+    with pytest.raises(ValueError, match="target_weights has 2 entries but there are 3"):
+        AioliPolicy(target_weights=[1.0, 1.0]).init(3)
+    plain = AioliPolicy()
+    saved = plain.state_dict(plain.init(3))
+    assert "target_weights" not in saved["params"]  # checkpoints from before still load
+    plain.load_state_dict(saved)
+    with pytest.raises(ValueError, match="same options"):
+        AioliPolicy(target_weights=[1.0, 0.0, 0.0]).load_state_dict(saved)

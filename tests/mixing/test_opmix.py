@@ -310,3 +310,87 @@ def test_probe_observation_errors() -> None:
                          base_loss=[1.0])
     ok = ProbeObservation(step=0, proxy_mixtures=x, proxy_losses=np.ones((3, 2)))
     assert not ok.proxy_losses.flags.writeable
+
+
+# ----------------------------------------------------------------------------- target weights
+
+
+def test_equal_target_weights_are_the_reference_objective() -> None:
+    for slopes, prior in problems():
+        n = slopes.shape[0]
+        equal = propose(slopes, prior, 0.05, target=np.full(n, 2.0))  # normalized to 1/n
+        np.testing.assert_allclose(equal, propose(slopes, prior, 0.05), rtol=0, atol=1e-12)
+        assert objective(prior, slopes, prior, 0.05, np.ones(n)) == pytest.approx(
+            objective(prior, slopes, prior, 0.05))
+
+
+def weighted_softmax_objective(z: np.ndarray, slopes: np.ndarray, prior: np.ndarray,
+                               kl_reg: float, target: np.ndarray) -> float:
+    weights = np.exp(z - z.max())
+    return objective(weights / weights.sum(), slopes, prior, kl_reg, target)
+
+
+@pytest.mark.parametrize("kl_reg", [0.02, 0.05, 0.5])
+def test_weighted_proposer_meets_kkt_and_beats_a_generic_solver(kl_reg: float) -> None:
+    rng = np.random.default_rng(5)
+    for slopes, prior in problems():
+        target = rng.dirichlet(np.ones(slopes.shape[0]))
+        x = propose(slopes, prior, kl_reg, target=target)
+        assert abs(x.sum() - 1.0) < 1e-12 and np.all(x > 0)
+        if x.min() > 1e-200:
+            assert kkt_residual(x, slopes, prior, kl_reg, target) < 1e-9
+        best = objective(x, slopes, prior, kl_reg, target)
+        result = minimize(weighted_softmax_objective, np.log(prior),
+                          args=(slopes, prior, kl_reg, target))
+        assert best <= result.fun + 1e-12
+        for z in rng.dirichlet(np.ones(prior.size), size=100):
+            assert best <= objective(z, slopes, prior, kl_reg, target) + 1e-12
+
+
+def test_a_zero_target_weight_drops_that_evaluation_domain() -> None:
+    for slopes, prior in problems():
+        if slopes.shape[0] < 2:
+            continue
+        target = np.r_[0.0, np.full(slopes.shape[0] - 1, 1.0)]
+        np.testing.assert_allclose(propose(slopes, prior, 0.05, target=target),
+                                   propose(slopes[1:], prior, 0.05), rtol=0, atol=1e-12)
+
+
+def test_the_target_moves_weight_to_what_lowers_its_loss() -> None:
+    """LawEnvironment: domain 0 lowers loss 0 and domain 1 lowers loss 1; a target that only
+    cares about evaluation domain 1 puts more weight on domain 1 than equal weights do."""
+    slopes, prior = LawEnvironment.slopes, np.full(3, 1 / 3)
+    equal = propose(slopes, prior, 0.05)
+    second = propose(slopes, prior, 0.05, target=[0.0, 1.0, 0.0])
+    assert second[1] > equal[1] + 0.1 and second[0] < equal[0]
+    policy = make_policy("opmix", probe_at=20, total_steps=100, target_weights=[0, 1, 0], **FAST)
+    state = policy.init(3)
+    _, state = policy.start(state)
+    _, state = policy.update(state, Observation(step=20))
+    decision, state = policy.update(state, LawEnvironment().probe(policy, state, 20))
+    np.testing.assert_allclose(decision.weights, second, atol=2e-3)  # 3 short fits
+    assert decision.info["kkt_residual"] < 1e-8
+    predicted = LawEnvironment.log_c[1]  # predicted_loss is the target's loss, loss 1
+    assert decision.info["predicted_loss"] == pytest.approx(
+        np.exp(predicted) + np.exp(slopes[1] @ decision.weights), abs=0.05)
+
+
+def test_target_weights_errors_and_old_checkpoints() -> None:
+    for bad in ([1.0, -1.0], [0.0, 0.0], [math.nan, 1.0], []):
+        with pytest.raises(ValueError):
+            OpMixPolicy(target_weights=bad)
+    policy = OpMixPolicy(probe_at=5, target_weights=[1.0, 1.0, 1.0], **FAST)
+    _, state = policy.start(policy.init(2))
+    _, state = policy.update(state, Observation(step=5))
+    x = policy.proxy_mixtures(state)
+    with pytest.raises(ValueError, match="target_weights has 3 entries.*2 held-out"):
+        policy.update(state, ProbeObservation(step=5, proxy_mixtures=x,
+                                              proxy_losses=np.ones((x.shape[0], 2))))
+    # A checkpoint from before target_weights existed (no such key) loads into a policy
+    # without them, and is refused by one with them.
+    plain = OpMixPolicy(probe_at=5, **FAST)
+    saved = plain.state_dict(plain.init(2))
+    assert "target_weights" not in saved["params"]
+    plain.load_state_dict(saved)
+    with pytest.raises(ValueError, match="same options"):
+        OpMixPolicy(probe_at=5, target_weights=[1.0, 0.0], **FAST).load_state_dict(saved)
