@@ -101,7 +101,7 @@ def test_summary_reports_opmix_decision_and_probe_cost() -> None:
                 "train_seconds": 15.0,
                 "decision": {"step": 4, "weights": [0.75, 0.25], "info": info}}]
     table = bench.summarize(results, [0])
-    assert "| 0 | 4 | 0.750 | 0.250 | 12 | 50% | 12% | 62% |" in table
+    assert "| opmix | 0 | 4 | 0.750 | 0.250 | 12 | 50% | 12% | 62% |" in table
     assert "OP-Mix's wall-time overhead over static mixing" in table
     assert "15.0 s / 10.0 s = 1.50x" in table
     assert "| opmix | 1 | -0.1000 |" in table
