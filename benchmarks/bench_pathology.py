@@ -56,7 +56,10 @@ steps and schedule.
   the reference losses of the same seed's stratified model (the paper's reference model:
   trained on the reference mixture for the same budget; its compute is not counted);
 * ``samplemix-a0.8``: SampleMix repeat counts (alpha 0.8) for the run's token budget, the
-  domain weights those counts imply.
+  domain weights those counts imply;
+* ``samplemix-shares``: a diagnostic, not a recipe of its own: static domain weights equal to
+  the token shares of the same seed's SampleMix plan, samples drawn uniformly inside each
+  domain (separates SampleMix's choice of domain shares from its choice of samples).
 
 For every recipe and seed the script records the held-out losses; the summary gives the
 mean paired difference (same seed) of the target loss against ``stratified`` and against
@@ -90,7 +93,7 @@ import numpy as np
 CLEAN = ("code", "docs", "packages")
 PATHOLOGICAL = ("junk", "boilerplate", "dups")
 RECIPES = ("stratified", "natural", "clean-only", "aioli", "aioli-target", "odm", "doremi",
-           "opmix", "opmix-target", "samplemix-a0.8")
+           "opmix", "opmix-target", "samplemix-a0.8", "samplemix-shares")
 BASELINES = ("stratified", "natural")
 
 
@@ -322,12 +325,16 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
         options["policy_options"] = {
             "reference_loss": [reference["held_out_loss"][n] for n in names],
             "signal": "val", "eta": 1.0, "interval": 10}
-    elif recipe.startswith("samplemix-a"):
-        config = SampleMixConfig(alpha=float(recipe.removeprefix("samplemix-a")),
-                                 token_budget=budget, max_repeats_per_sample=4, seed=seed)
+    elif recipe.startswith("samplemix-a") or recipe == "samplemix-shares":
+        alpha = 0.8 if recipe == "samplemix-shares" else float(recipe.removeprefix("samplemix-a"))
+        config = SampleMixConfig(alpha=alpha, token_budget=budget, max_repeats_per_sample=4,
+                                 seed=seed)
         plan_file = work / f"plan-{recipe}-seed{seed}.npz"
         save_build_plan(plan_build(build, config), plan_file, config)
-        options["sample_counts"] = plan_file
+        if recipe == "samplemix-shares":
+            options["weights"] = dict(zip(names, plan_shares(build, plan_file)))
+        else:
+            options["sample_counts"] = plan_file
     result = run_experiment(ExperimentConfig(
         build=build, out=work / f"run-{recipe}-seed{seed}", steps=preset.steps, seed=seed,
         seq_len=preset.seq_len, batch_size=preset.batch_size, vocab_size=len(tokenizer),
@@ -357,18 +364,29 @@ def static_shares(recipe: str, seed: int, build: Path, work: Path) -> list[float
     """The token share of each domain a static recipe trains on (documents' tokens; the
     separators packing adds are not counted); None for online recipes."""
     from streammix.format.manifest import read_manifest
-    from streammix.format.plan import read_plan
 
     names = read_manifest(build).domain_names
     if recipe == "stratified":
         return [1.0 / len(names)] * len(names)
     if recipe == "clean-only":
         return [float(n in CLEAN) / len(CLEAN) for n in names]
-    if recipe != "natural" and not recipe.startswith("samplemix-a"):
+    if recipe.startswith("samplemix-"):
+        return plan_shares(build, work / f"plan-{recipe}-seed{seed}.npz")
+    if recipe != "natural":
         return None
+    return plan_shares(build, None)
+
+
+def plan_shares(build: Path, plan_file: Path | None) -> list[float]:
+    """Each domain's share of the documents' tokens, every sample once (``None``) or as
+    often as a SampleMix plan's repeat counts say."""
+    from streammix.format.manifest import read_manifest
+    from streammix.format.plan import read_plan
+
+    names = read_manifest(build).domain_names
     tokens = [np.load(build / n / "streammix.tokens.npy").astype(np.int64) for n in names]
-    if recipe.startswith("samplemix-a"):
-        _, counts = read_plan(work / f"plan-{recipe}-seed{seed}.npz")
+    if plan_file is not None:
+        _, counts = read_plan(plan_file)
         tokens = [t * counts[n] for t, n in zip(tokens, names)]
     totals = np.array([t.sum() for t in tokens], dtype=float)
     return [float(x) for x in totals / totals.sum()]
