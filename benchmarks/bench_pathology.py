@@ -25,12 +25,14 @@ recipe gets exactly ``steps * batch * seq_len`` training tokens:
 
 Every preset trains with a decayed learning rate (``lr_schedule="cosine"``: linear warmup
 over the first 5% of the steps, then a cosine decay to 10% of ``lr`` at the last step, as
-pretraining runs do; ``ExperimentConfig.lr_schedule``). With a constant rate (what this
-benchmark used before, ``--lr-schedule constant``) the final weights of this small model
-depend on the last few batches' composition: cutting the same uniform weights into Aioli's
-28 pieces moved the target by -0.17 to +0.49 nats per seed (``pathology_replay.py``,
-RESULTS.md). The decay did not remove that order sensitivity (-0.31 to +0.28 with it), so
-use many seeds (10 gave paired intervals of about +-0.05 to +-0.17 nats on the CPU preset).
+pretraining runs do; ``ExperimentConfig.lr_schedule``; ``--lr-schedule constant`` gives the
+constant rate this benchmark used first). **Run length decides whether the benchmark can
+tell recipes apart.** At 240 steps (the CPU preset until 2026-11-28; ``--steps 240``) the
+2-layer model is still near its unigram stage (target about 6 nats) and the data order alone
+moved the target by about 0.2 nats sd, as much as the gaps between recipes; at 1,200 steps
+(the CPU preset now, 1.23M tokens, about 1.5 minutes a run on one core) stratified's seed
+spread is 0.038 nats sd and 5 seeds give paired intervals of +-0.02 to +-0.2 nats
+(RESULTS.md).
 Results record their schedule, and a rerun into a folder only reuses runs of the same
 steps and schedule.
 
@@ -68,7 +70,7 @@ Each run is its own process (``--jobs`` of them at a time); results accumulate i
 ``OUT/results.json`` (a rerun skips finished runs) and the summary goes to
 ``OUT/results.md``.
 
-    python3 benchmarks/bench_pathology.py --out /tmp/bp                  # CPU preset
+    python3 benchmarks/bench_pathology.py --out /tmp/bp                  # CPU preset (~50 min, 2 cores)
     python3 benchmarks/bench_pathology.py --out /tmp/bp --preset smoke   # seconds, a smoke test
     python3 benchmarks/bench_pathology.py --out /tmp/bp --preset gpu     # one GPU, ~30M params
 
@@ -135,7 +137,7 @@ class Preset:
 PRESETS = {
     "cpu": Preset(code_chunks=1500, docs_chunks=900, packages_chunks=150, junk_chunks=1500,
                   boilerplate_chunks=1500, dups_chunks=1500, dups_sources=8, vocab_size=2048,
-                  val_samples=32, steps=240, batch_size=16, seq_len=64, n_layer=2, n_embd=64,
+                  val_samples=32, steps=1200, batch_size=16, seq_len=64, n_layer=2, n_embd=64,
                   n_head=4, lr=3e-3, lr_schedule="cosine", lr_warmup_fraction=0.05, lr_final_fraction=0.1,
                   aioli_lp_steps=4, aioli_update_steps=60, opmix_probe_steps=20, device="cpu", precision=None,
                   seeds=(0, 1, 2, 3, 4), jobs=2, threads=1),
