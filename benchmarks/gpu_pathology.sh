@@ -4,7 +4,7 @@
 #   benchmarks/gpu_pathology.sh OUT_DIR            # the GPU preset: GPT-2, 8 layers, width 512,
 #                                                  # 8192-token vocabulary (about 30M parameters),
 #                                                  # 256-token packed blocks, batch 32, 1200 steps,
-#                                                  # 10 recipes x 5 seeds, 4 runs at a time
+#                                                  # 11 recipes x 5 seeds, 4 runs at a time
 #   benchmarks/gpu_pathology.sh OUT_DIR --smoke    # the same pipeline at tiny size on the CPU
 #
 # Writes OUT_DIR/results.json (every run), OUT_DIR/results.md (per-seed table, paired
