@@ -301,7 +301,7 @@ def run_one(recipe: str, seed: int, preset: Preset, build: Path, work: Path,
     if recipe == "natural" or recipe.startswith("samplemix-a"):
         options["weights"] = None  # token shares of the build or of the SampleMix counts
     if recipe == "clean-only":
-        options["weights"] = {n: float(n in CLEAN) for n in names}
+        options["weights"] = dict(zip(names, target_weights(names)))
     elif recipe in ("aioli", "aioli-target"):
         options["policy"] = "aioli"
         options["policy_options"] = {"lp_rounds": 1, "lp_steps": preset.aioli_lp_steps,
@@ -371,7 +371,7 @@ def static_shares(recipe: str, seed: int, build: Path, work: Path) -> list[float
     if recipe == "stratified":
         return [1.0 / len(names)] * len(names)
     if recipe == "clean-only":
-        return [float(n in CLEAN) / len(CLEAN) for n in names]
+        return target_weights(names)
     if recipe.startswith("samplemix-"):
         return plan_shares(build, work / f"plan-{recipe}-seed{seed}.npz")
     if recipe != "natural":

@@ -60,6 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streammix.mixing.protocol import check_weights
+
 PURPOSE_OPMIX_DESIGN = 0x4F504D58  # "OPMX": key-space tag of the proxy design draws
 EXPONENT_CLIP = 60.0  # exp() arguments are clipped here (the law then saturates, smoothly)
 LOG_C_GRID = np.linspace(-2.0, 1.5, 10)
@@ -224,14 +226,7 @@ def check_target(target: np.ndarray | None, num_eval: int) -> np.ndarray | None:
     (``None`` stays ``None``: equal weights)."""
     if target is None:
         return None
-    w = np.array(target, dtype=np.float64)
-    if w.ndim != 1 or w.size != num_eval:
-        raise ValueError(f"target weights must be one per evaluation domain ({num_eval}), "
-                         f"got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
-        raise ValueError(f"target weights must be finite, >= 0 with a positive sum, got "
-                         f"{w.tolist()}")
-    return w / w.sum()
+    return check_weights(target, num_domains=num_eval, what="target weights")
 
 
 def target_mean(values: np.ndarray, target: np.ndarray | None) -> float:

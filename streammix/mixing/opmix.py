@@ -124,7 +124,7 @@ class OpMixPolicy(ResolvedStateDict):
     def __post_init__(self) -> None:
         if self.target_weights is not None:
             object.__setattr__(self, "target_weights", tuple(check_weights(
-                self.target_weights, what="target_weights", normalize=False).tolist()))
+                self.target_weights, what="target_weights").tolist()))
         for name in ("probe_at", "probe_every", "total_steps"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
