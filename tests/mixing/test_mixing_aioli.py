@@ -240,9 +240,12 @@ def test_singular_realized_mixtures_fall_back_to_requested() -> None:
     assert np.all(np.isfinite(train.weights))
 
 
+@pytest.mark.parametrize("target", [None, (0.0, 1.0, 2.0)])
 @pytest.mark.parametrize("cut", [0, 1, 5, 8, 9, 10, 17])
-def test_resume_mid_round_reproduces_decisions(cut: int) -> None:
+def test_resume_mid_round_reproduces_decisions(cut: int, target) -> None:
     options = dict(lp_rounds=2, lp_steps=2, update_steps=30, seed=3)
+    if target is not None:
+        options["target_weights"] = target
     env = toy_losses(3)
     full, _ = run_policy(make_policy("aioli", **options), 3, env, 40)
     head, state = run_policy(make_policy("aioli", **options), 3, env, cut)
