@@ -255,9 +255,10 @@ def run_opmix(policy: OpMixPolicy, stop_after: int | None = None, resume=None):
     return decisions, None
 
 
-def test_state_round_trip_resumes_identically() -> None:
+@pytest.mark.parametrize("target", [None, (0.0, 1.0, 2.0)])
+def test_state_round_trip_resumes_identically(target) -> None:
     policy = OpMixPolicy(probe_at=10, probe_every=30, prior="current", fit_starts=1,
-                         fit_max_iter=20, num_random=4)
+                         fit_max_iter=20, num_random=4, target_weights=target)
     full, _ = run_opmix(policy)
     assert [d.phase for d in full] == ["prior", "probe", "opmix", "probe", "opmix"]
     for stop_after in (2, 4):  # at a probe request and after a decision
